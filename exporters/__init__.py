@@ -1,0 +1,1 @@
+"""relayprobe presentation for Prometheus: metrics collector and the HTTP surface."""

@@ -1,0 +1,90 @@
+"""The ``relayprobe`` command line: once, analyze, validate, demo, run, doctor (imports kept lazy)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from probe import __version__
+
+_EPILOG = """\
+exit codes: 0 ok, 1 warning, 2 critical, 3 unknown (bad usage or configuration).
+docs: README.md and docs/ in the source tree."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="relayprobe",
+        description="Synthetic delivery probe for Microsoft 365 SMTP relay: sends tagged mail "
+        "through a relay and confirms it over IMAP, with the receiver's verdict.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"relayprobe {__version__}")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="log protocol steps to stderr (secrets redacted); twice for more",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    once = sub.add_parser("once", help="run one probe per selected target and print the results")
+    once.add_argument("--config", "--config.file", dest="config", required=True, metavar="FILE")
+    once.add_argument(
+        "--target", action="append", metavar="NAME", help="only this target (repeatable)"
+    )
+    once.add_argument("--json", action="store_true", help="print the results as JSON")
+
+    analyze = sub.add_parser(
+        "analyze", help="print the receiver's verdict from a saved message or header block"
+    )
+    analyze.add_argument("file", metavar="FILE", help="a .eml or pasted headers; - for stdin")
+    analyze.add_argument("--json", action="store_true", help="print the verdict as JSON")
+
+    validate = sub.add_parser("validate", help="check a configuration file and list every error")
+    validate.add_argument("config", metavar="CONFIG")
+
+    demo = sub.add_parser(
+        "demo",
+        help="start an embedded mail system and probe it on a schedule (no Microsoft account)",
+    )
+    demo.add_argument("--interval", type=float, default=10.0, metavar="SECONDS")
+    demo.add_argument("--count", type=int, default=0, help="stop after N rounds (0: until Ctrl-C)")
+    demo.add_argument("--state-dir", metavar="DIR", help="where keys and the demo config go")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 3
+    from probe.logsetup import setup_cli_logging
+
+    setup_cli_logging(args.verbose)
+    if args.command == "once":
+        from probe.once import run_once
+
+        return run_once(args.config, targets=args.target, as_json=args.json)
+    if args.command == "analyze":
+        from probe.analyze import run_analyze
+
+        return run_analyze(args.file, as_json=args.json, out=sys.stdout, err=sys.stderr)
+    if args.command == "validate":
+        from probe.once import run_validate
+
+        return run_validate(args.config)
+    if args.command == "demo":
+        from probe.demo import run_demo
+
+        return run_demo(interval=args.interval, count=args.count, state_dir=args.state_dir)
+    parser.error(f"unknown command {args.command}")
+    return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

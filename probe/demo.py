@@ -1,0 +1,142 @@
+"""``relayprobe demo``: probe an embedded mail system on a schedule and print results as they come."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import signal
+import sys
+import tempfile
+from pathlib import Path
+from typing import TextIO
+
+import yaml
+
+_NEEDS_EXTRA = (
+    "relayprobe demo needs the demo extra: pip install 'relayprobe[demo]' "
+    "(aiosmtpd, dkimpy, authheaders, pymap)"
+)
+
+
+def write_demo_config(ems: object, state_dir: Path) -> Path:
+    """Write the config a user would write for this mail system, secrets in 0600 files."""
+    secret_dir = state_dir / "secrets"
+    secret_dir.mkdir(parents=True, exist_ok=True)
+    files = {
+        "tag_secret": secrets.token_urlsafe(32),
+        "smtp_password": ems.sender_password,  # type: ignore[attr-defined]
+        "imap_password": ems.recipient_password,  # type: ignore[attr-defined]
+    }
+    for name, value in files.items():
+        path = secret_dir / name
+        path.write_text(value + "\n")
+        path.chmod(0o600)
+    host, ca = ems.host, str(ems.ca_file)  # type: ignore[attr-defined]
+    mailbox = {
+        "host": host,
+        "port": ems.imap_port,  # type: ignore[attr-defined]
+        "security": "tls",
+        "ca_file": ca,
+        "auth": {
+            "method": "password",
+            "username": ems.recipient,  # type: ignore[attr-defined]
+            "password_file": "secrets/imap_password",
+        },
+    }
+    config = {
+        "instance": "demo",
+        "tag_secret_file": "secrets/tag_secret",
+        "defaults": {
+            "timeout": "15s",
+            "thresholds": {"warning": "5s", "critical": "10s"},
+            "expect": {"spf": "pass", "dkim": "pass", "dmarc": "pass", "placement": "inbox"},
+        },
+        "targets": [
+            {
+                "name": "demo-submission",
+                "smtp": {
+                    "host": host,
+                    "port": ems.submission_port,  # type: ignore[attr-defined]
+                    "security": "starttls",
+                    "ca_file": ca,
+                    "auth": {
+                        "method": "password",
+                        "username": ems.sender,  # type: ignore[attr-defined]
+                        "password_file": "secrets/smtp_password",
+                    },
+                },
+                "mail_from": ems.sender,  # type: ignore[attr-defined]
+                "rcpt_to": ems.recipient,  # type: ignore[attr-defined]
+                "mailbox": mailbox,
+            },
+            {
+                # Unauthenticated direct send from an address SPF does not list: the receiver
+                # fails SPF and DMARC and files it as junk, as Exchange Online Protection would.
+                "name": "demo-direct-send",
+                "smtp": {
+                    "host": host,
+                    "port": ems.mx_port,  # type: ignore[attr-defined]
+                    "security": "starttls",
+                    "ca_file": ca,
+                },
+                "mail_from": ems.sender,  # type: ignore[attr-defined]
+                "rcpt_to": ems.recipient,  # type: ignore[attr-defined]
+                "mailbox": mailbox,
+                "expect": {"junk_severity": "warning"},
+            },
+        ],
+    }
+    path = state_dir / "relayprobe-demo.yml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+async def demo_loop(
+    *, interval: float, count: int, state_dir: Path, out: TextIO, stop: asyncio.Event
+) -> int:
+    try:
+        from probe.embedded import EmbeddedMailSystem
+    except ImportError:
+        print(_NEEDS_EXTRA, file=sys.stderr)
+        return 3
+    from probe.config import load_config
+    from probe.once import format_results
+    from probe.run import run_probe
+
+    async with EmbeddedMailSystem(state_dir) as ems:
+        path = write_demo_config(ems, state_dir)
+        config = load_config(path)
+        print(f"embedded mail system up: {ems!r}", file=out)
+        print(f"demo config: {path}  (try: relayprobe validate {path})", file=out)
+        print(f"probing every {interval:g} s; Ctrl-C to stop\n", file=out, flush=True)
+        rounds = 0
+        while not stop.is_set():
+            rounds += 1
+            for target in config.targets:
+                result = await run_probe(config, target)
+                out.write(f"[round {rounds}] " + format_results([result]))
+                out.flush()
+            if count and rounds >= count:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
+    return 0
+
+
+def run_demo(*, interval: float, count: int, state_dir: str | None) -> int:
+    base = Path(state_dir) if state_dir else Path(tempfile.mkdtemp(prefix="relayprobe-demo-"))
+    base.mkdir(parents=True, exist_ok=True)
+    os.chmod(base, 0o700)
+
+    async def main() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        return await demo_loop(
+            interval=interval, count=count, state_dir=base, out=sys.stdout, stop=stop
+        )
+
+    return asyncio.run(main())

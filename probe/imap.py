@@ -1,0 +1,115 @@
+"""Open an authenticated IMAP session (imapclient, blocking) and classify what goes wrong."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import ssl
+from typing import TYPE_CHECKING
+
+import imapclient
+from imapclient.exceptions import IMAPClientError, LoginError
+
+from probe import tlsutil
+from probe.errors import ProbeFailure
+from probe.result import Reason, Stage
+
+if TYPE_CHECKING:
+    from probe.config import Mailbox
+
+
+def where(cfg: Mailbox) -> str:
+    return f"imap {cfg.host}:{cfg.port}"
+
+
+def _fail(cfg: Mailbox, reason: Reason, what: str) -> ProbeFailure:
+    return ProbeFailure(Stage.DELIVER, reason, f"{Stage.DELIVER.value} {where(cfg)}: {what}")
+
+
+def connect(cfg: Mailbox, *, token: str | None = None) -> imapclient.IMAPClient:
+    """Connect, secure (implicit TLS or required STARTTLS) and log in; raise ProbeFailure.
+
+    ``token`` is the OAuth access token for ``oauth2``/``token`` methods (XOAUTH2).
+    """
+    ctx = tlsutil.client_context(ca_file=cfg.ca_file)
+    try:
+        client = imapclient.IMAPClient(
+            cfg.host,
+            port=cfg.port,
+            ssl=cfg.security == "tls",
+            ssl_context=ctx,
+            timeout=cfg.timeout,
+        )
+    except socket.gaierror as exc:
+        raise _fail(cfg, Reason.DNS_ERROR, f"cannot resolve {cfg.host!r} ({exc})") from None
+    except ConnectionRefusedError:
+        raise _fail(
+            cfg, Reason.IMAP_FAILED, "connection refused; check mailbox.host and .port"
+        ) from None
+    except ssl.SSLError as exc:
+        raise _fail(
+            cfg, Reason.TLS_FAILED, f"TLS handshake failed ({exc}); check mailbox.ca_file"
+        ) from None
+    except (OSError, IMAPClientError) as exc:
+        raise _fail(cfg, Reason.IMAP_FAILED, f"cannot connect ({exc})") from None
+    try:
+        if cfg.security == "starttls":
+            if not client.has_capability("STARTTLS"):
+                raise _fail(
+                    cfg,
+                    Reason.STARTTLS_UNAVAILABLE,
+                    "the server does not offer STARTTLS; credentials were not sent",
+                )
+            try:
+                client.starttls(ctx)
+            except ssl.SSLError as exc:
+                raise _fail(cfg, Reason.TLS_FAILED, f"STARTTLS handshake failed ({exc})") from None
+        _login(cfg, client, token)
+    except BaseException:
+        _quietly_close(client)
+        raise
+    return client
+
+
+def _login(cfg: Mailbox, client: imapclient.IMAPClient, token: str | None) -> None:
+    auth = cfg.auth
+    try:
+        if auth.method == "password":
+            client.login(auth.username, auth.password.get() if auth.password else "")
+        else:
+            client.oauth2_login(auth.username, token or "")
+    except LoginError as exc:
+        text = _server_text(exc)
+        raise _fail(
+            cfg,
+            Reason.IMAP_AUTH_FAILED,
+            f"login as {auth.username} refused: {text}; check mailbox.auth (IMAP on "
+            "Microsoft 365 accepts only OAuth: method oauth2)",
+        ) from None
+    except (OSError, IMAPClientError) as exc:
+        raise _fail(cfg, Reason.IMAP_FAILED, f"login as {auth.username} failed ({exc})") from None
+
+
+def _server_text(exc: Exception) -> str:
+    text = str(exc)
+    if isinstance(exc.args[0] if exc.args else None, bytes):
+        text = exc.args[0].decode("utf-8", "replace")
+    return " ".join(text.split()) or "no reason given"
+
+
+def select(cfg: Mailbox, client: imapclient.IMAPClient, folder: str) -> dict[bytes, object]:
+    """Select ``folder`` read-write; a missing folder is ``folder_missing`` naming the folder."""
+    try:
+        return client.select_folder(folder)
+    except IMAPClientError as exc:
+        raise _fail(
+            cfg,
+            Reason.FOLDER_MISSING,
+            f'cannot select folder "{folder}" ({_server_text(exc)}); check mailbox.folder and '
+            'junk_folders (Exchange Online\'s names are localised, e.g. "Junk Email")',
+        ) from None
+
+
+def _quietly_close(client: imapclient.IMAPClient) -> None:
+    with contextlib.suppress(OSError, IMAPClientError):
+        client.shutdown()

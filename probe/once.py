@@ -1,0 +1,118 @@
+"""``relayprobe once`` and ``validate``: run probes now, print a table or JSON, exit like Nagios."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from typing import TextIO
+
+from probe.result import ProbeResult, Status
+
+
+def run_validate(path: str, *, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    from probe.config import ConfigError, load_config
+
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        print(f"{path}: {len(exc.errors)} error(s)", file=err)
+        for line in exc.errors:
+            print(f"  {line}", file=err)
+        return 3
+    for warning in config.warnings:
+        print(f"warning: {warning}", file=err)
+    names = ", ".join(t.name for t in config.targets)
+    print(f"{path}: ok ({len(config.targets)} target(s): {names})", file=out)
+    return 0
+
+
+def run_once(
+    path: str,
+    *,
+    targets: Sequence[str] | None,
+    as_json: bool,
+    out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
+) -> int:
+    from probe.config import ConfigError, load_config
+
+    try:
+        config = load_config(path)
+        selected = [config.target(n) for n in targets] if targets else list(config.targets)
+    except ConfigError as exc:
+        for line in exc.errors:
+            print(f"relayprobe: {line}", file=err)
+        return 3
+    for warning in config.warnings:
+        print(f"warning: {warning}", file=err)
+    results = asyncio.run(_run_all(config, selected))
+    if as_json:
+        json.dump({"results": [r.to_dict() for r in results]}, out, indent=2)
+        out.write("\n")
+    else:
+        out.write(format_results(results))
+    return worst(results).exit_code
+
+
+async def _run_all(config, selected) -> list[ProbeResult]:  # type: ignore[no-untyped-def]
+    from probe.run import run_probe
+
+    # Targets run one after another: several targets often share a sending mailbox, and
+    # Microsoft allows only three concurrent SMTP connections per mailbox.
+    return [await run_probe(config, target) for target in selected]
+
+
+def worst(results: Sequence[ProbeResult]) -> Status:
+    order = [Status.OK, Status.WARNING, Status.UNKNOWN, Status.CRITICAL]
+    status = max((r.status for r in results), key=order.index, default=Status.UNKNOWN)
+    # Nagios ranks UNKNOWN below CRITICAL but above WARNING; exit codes keep their meaning.
+    return status
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}s"
+
+
+def format_results(results: Sequence[ProbeResult]) -> str:
+    """A readable block per result: status line, stage timings, verdict, placement."""
+    lines: list[str] = []
+    for r in results:
+        lines.append(f"{r.target}: {r.status.value.upper()} ({r.stage.value}, {r.reason.value})")
+        lines.append(f"  {r.message}")
+        if r.remedy:
+            lines.append(f"  what to do: {r.remedy}")
+        t = r.timings
+        lines.append(
+            "  timings   connect {} tls {} auth {} submit {} delivery {} total {}".format(
+                *map(
+                    _seconds,
+                    (
+                        t.smtp_connect_seconds,
+                        t.smtp_tls_seconds,
+                        t.smtp_auth_seconds,
+                        t.smtp_submit_seconds,
+                        t.delivery_seconds,
+                        t.total_seconds,
+                    ),
+                )
+            )
+        )
+        if r.smtp is not None:
+            s = r.smtp
+            lines.append(
+                f"  relay     {s.host}:{s.port} {s.tls_version or 'no TLS'} {s.cipher or ''}".rstrip()
+            )
+            lines.append(f"  reply     {s.reply_code} {s.reply}")
+        a, sp = r.verdict.auth, r.verdict.spam
+        lines.append(
+            f"  verdict   spf={a.spf} dkim={a.dkim} dmarc={a.dmarc} compauth={a.compauth} "
+            f"scl={sp.scl} sfv={sp.sfv} [{a.source or 'no auth header'}]"
+        )
+        placement = r.arrival.placement
+        folder = f" ({r.arrival.folder})" if r.arrival.folder else ""
+        late = f", {r.arrival.late_count} late probe(s) cleaned" if r.arrival.late_count else ""
+        lines.append(f"  placement {placement}{folder}{late}")
+        lines.append("")
+    return "\n".join(lines)

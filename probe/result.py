@@ -1,0 +1,246 @@
+"""Typed probe results: status, stage, reason and the measured parts, in the DESIGN JSON shape."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class Status(StrEnum):
+    """Overall outcome, ordered like Nagios exit codes (see ``exit_code``)."""
+
+    OK = "ok"
+    WARNING = "warning"
+    CRITICAL = "critical"
+    UNKNOWN = "unknown"
+
+    @property
+    def exit_code(self) -> int:
+        return {"ok": 0, "warning": 1, "critical": 2, "unknown": 3}[self.value]
+
+
+class Stage(StrEnum):
+    """Where in the round trip a probe ended (``done`` when it went all the way)."""
+
+    CONFIG = "config"
+    CONNECT = "connect"
+    TLS = "tls"
+    AUTH = "auth"
+    SUBMIT = "submit"
+    DELIVER = "deliver"
+    VERIFY = "verify"
+    CLEANUP = "cleanup"
+    DONE = "done"
+
+
+class Reason(StrEnum):
+    """The fixed, documented list of reasons shared by metrics labels, Nagios text and JSON."""
+
+    OK = "ok"
+    CONFIG_ERROR = "config_error"
+    DNS_ERROR = "dns_error"
+    CONNECT_REFUSED = "connect_refused"
+    CONNECT_TIMEOUT = "connect_timeout"
+    CONNECT_FAILED = "connect_failed"
+    TLS_FAILED = "tls_failed"
+    STARTTLS_UNAVAILABLE = "starttls_unavailable"
+    AUTH_UNAVAILABLE = "auth_unavailable"
+    AUTH_FAILED = "auth_failed"
+    AUTH_BASIC_DISABLED = "auth_basic_disabled"
+    OAUTH_TOKEN_FAILED = "oauth_token_failed"
+    SEND_AS_DENIED = "send_as_denied"
+    THROTTLED = "throttled"
+    SMTP_TEMPORARY_FAILURE = "smtp_temporary_failure"
+    SMTP_REJECTED = "smtp_rejected"
+    SMTP_TIMEOUT = "smtp_timeout"
+    SMTP_PROTOCOL_ERROR = "smtp_protocol_error"
+    IMAP_FAILED = "imap_failed"
+    IMAP_AUTH_FAILED = "imap_auth_failed"
+    FOLDER_MISSING = "folder_missing"
+    DELIVERY_TIMEOUT = "delivery_timeout"
+    JUNKED = "junked"
+    PLACEMENT_MISMATCH = "placement_mismatch"
+    AUTH_RESULT_MISMATCH = "auth_result_mismatch"
+    SPAM_SCORE_HIGH = "spam_score_high"
+    LATENCY_WARNING = "latency_warning"
+    LATENCY_CRITICAL = "latency_critical"
+    CLEANUP_FAILED = "cleanup_failed"
+    INTERNAL_ERROR = "internal_error"
+
+
+#: Reasons that mean "fix the configuration or the tenant", not "the relay is down":
+#: the scheduler backs off exponentially after these instead of hammering Microsoft.
+CONFIGURATION_REASONS = frozenset(
+    {
+        Reason.CONFIG_ERROR,
+        Reason.AUTH_FAILED,
+        Reason.AUTH_BASIC_DISABLED,
+        Reason.OAUTH_TOKEN_FAILED,
+        Reason.SEND_AS_DENIED,
+        Reason.THROTTLED,
+        Reason.IMAP_AUTH_FAILED,
+    }
+)
+
+
+def rfc3339(when: dt.datetime | None) -> str | None:
+    """Format an aware datetime as RFC 3339 in UTC with a ``Z`` suffix."""
+    if when is None:
+        return None
+    return when.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class Timings:
+    """Per-phase durations in seconds; ``None`` where the phase did not run."""
+
+    smtp_connect_seconds: float | None = None
+    smtp_tls_seconds: float | None = None
+    smtp_auth_seconds: float | None = None
+    smtp_submit_seconds: float | None = None
+    delivery_seconds: float | None = None
+    total_seconds: float | None = None
+
+
+@dataclass
+class SmtpReceipt:
+    """What the relay said and how the connection was secured."""
+
+    host: str
+    port: int
+    tls_version: str | None = None
+    cipher: str | None = None
+    cert_not_after: dt.datetime | None = None
+    reply_code: int | None = None
+    reply: str | None = None
+    queue_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "host": self.host,
+            "port": self.port,
+            "tls_version": self.tls_version,
+            "cipher": self.cipher,
+            "cert_not_after": rfc3339(self.cert_not_after),
+            "reply_code": self.reply_code,
+            "reply": self.reply,
+        }
+
+
+@dataclass
+class Arrival:
+    """Where the probe mail landed; ``placement`` is ``missing`` when it never arrived."""
+
+    folder: str | None = None
+    placement: str = "missing"  # inbox | junk | missing
+    late: bool = False
+    late_count: int = 0  # earlier timed-out probes that arrived late and were cleaned this run
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"folder": self.folder, "placement": self.placement, "late": self.late}
+
+
+@dataclass
+class AuthVerdict:
+    """The receiver's authentication verdict; ``None`` means the header did not say."""
+
+    spf: str | None = None
+    dkim: str | None = None
+    dmarc: str | None = None
+    dmarc_action: str | None = None
+    compauth: str | None = None
+    compauth_reason: str | None = None
+    source: str | None = None  # name of the header the verdict was read from
+    dkim_all: list[str] = field(default_factory=list)  # every dkim= result, in order
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "spf": self.spf,
+            "dkim": self.dkim,
+            "dmarc": self.dmarc,
+            "dmarc_action": self.dmarc_action,
+            "compauth": self.compauth,
+            "compauth_reason": self.compauth_reason,
+            "source": self.source,
+        }
+
+
+@dataclass
+class SpamVerdict:
+    """Microsoft's spam stamps; all ``None`` for receivers that do not write them."""
+
+    scl: int | None = None
+    bcl: int | None = None
+    sfv: str | None = None
+    cat: str | None = None
+    dest: str | None = None  # X-Microsoft-Antispam-Mailbox-Delivery dest: I / J / C
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"scl": self.scl, "bcl": self.bcl, "sfv": self.sfv, "cat": self.cat}
+
+
+@dataclass
+class Hop:
+    """One ``Received`` hop: who handed over to whom, when, and the seconds since the hop below."""
+
+    by: str | None
+    from_: str | None
+    at: dt.datetime | None
+    delay_seconds: float | None = None
+
+
+@dataclass
+class HeaderVerdict:
+    """Everything read from a received header block."""
+
+    auth: AuthVerdict = field(default_factory=AuthVerdict)
+    spam: SpamVerdict = field(default_factory=SpamVerdict)
+    hops: list[Hop] = field(default_factory=list)
+    arrived_at: dt.datetime | None = None  # receiving server's own arrival stamp, if any
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"auth": self.auth.to_dict(), "spam": self.spam.to_dict()}
+
+
+@dataclass
+class ProbeResult:
+    """One probe run of one target: the contract behind ``once --json``, /api/results and Nagios."""
+
+    target: str
+    status: Status
+    stage: Stage
+    reason: Reason
+    message: str
+    started_at: dt.datetime
+    remedy: str | None = None
+    timings: Timings = field(default_factory=Timings)
+    smtp: SmtpReceipt | None = None
+    arrival: Arrival = field(default_factory=Arrival)
+    verdict: HeaderVerdict = field(default_factory=HeaderVerdict)
+    probe_id: str | None = None
+
+    @property
+    def success(self) -> bool:
+        """True when the mail went all the way and every expectation held (warnings included)."""
+        return self.stage is Stage.DONE and self.status in (Status.OK, Status.WARNING)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "status": self.status.value,
+            "success": self.success,
+            "stage": self.stage.value,
+            "reason": self.reason.value,
+            "message": self.message,
+            "remedy": self.remedy,
+            "probe_id": self.probe_id,
+            "started_at": rfc3339(self.started_at),
+            "timings": dataclasses.asdict(self.timings),
+            "smtp": self.smtp.to_dict() if self.smtp else None,
+            "arrival": self.arrival.to_dict(),
+            "auth": self.verdict.auth.to_dict(),
+            "spam": self.verdict.spam.to_dict(),
+        }
