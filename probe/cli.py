@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from probe import __version__
 
@@ -13,8 +14,16 @@ exit codes: 0 ok, 1 warning, 2 critical, 3 unknown (bad usage or configuration).
 docs: README.md and docs/ in the source tree."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors exit 3 (UNKNOWN), like every other "cannot even start" outcome."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(3, f"{self.prog}: error: {message}\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="relayprobe",
         description="Synthetic delivery probe for Microsoft 365 SMTP relay: sends tagged mail "
         "through a relay and confirms it over IMAP, with the receiver's verdict.",
@@ -29,7 +38,18 @@ def _parser() -> argparse.ArgumentParser:
         default=0,
         help="log protocol steps to stderr (secrets redacted); twice for more",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.add_parser(
+        "run",
+        help="the exporter daemon: scheduled probes, Prometheus metrics, status page "
+        "(relayprobe run --help)",
+        add_help=False,
+    )
+    doctor = sub.add_parser(
+        "doctor", help="check a target step by step without sending mail, and say what to fix"
+    )
+    doctor.add_argument("--config", "--config.file", dest="config", required=True, metavar="FILE")
+    doctor.add_argument("--target", action="append", metavar="NAME")
 
     once = sub.add_parser("once", help="run one probe per selected target and print the results")
     once.add_argument("--config", "--config.file", dest="config", required=True, metavar="FILE")
@@ -58,6 +78,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["run"]:
+        # The daemon has Prometheus-style flags of its own; it is presentation, so it lives in
+        # exporters/ and is imported only for this command.
+        from exporters.daemon import main as run_daemon
+
+        return run_daemon(argv[1:])
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -82,8 +109,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from probe.demo import run_demo
 
         return run_demo(interval=args.interval, count=args.count, state_dir=args.state_dir)
+    if args.command == "doctor":
+        from probe.doctor import run_doctor
+
+        return run_doctor(args.config, targets=args.target, out=sys.stdout, err=sys.stderr)
     parser.error(f"unknown command {args.command}")
-    return 3
 
 
 if __name__ == "__main__":

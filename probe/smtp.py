@@ -66,6 +66,11 @@ class _Session:
     def _note_reply(self, code: int, text: str) -> None:
         self.receipt.reply_code = code
         self.receipt.reply = " ".join(text.split())
+        log.info("%s S: %s %s", self.where, code, self.receipt.reply)
+
+    def _say(self, command: str) -> None:
+        # The transcript under --verbose; credentials and tokens are never part of ``command``.
+        log.info("%s C: %s", self.where, command)
 
     def _note_tls(self) -> None:
         ssl_object = self.client.get_transport_info("ssl_object")
@@ -99,7 +104,6 @@ class _Session:
         self.phases["connect"] = time.monotonic() - start
         if self.cfg.security == "tls":
             self._note_tls()
-        log.debug("S: %s %s", reply.code, reply.message.splitlines()[0] if reply.message else "")
 
     def _connect_error(self, exc: BaseException) -> ProbeFailure:
         cause = exc.__cause__ or exc
@@ -126,6 +130,7 @@ class _Session:
         return self.fail(Stage.TLS, Reason.TLS_FAILED, f"TLS handshake failed ({exc}); {hint}")
 
     async def ehlo(self) -> None:
+        self._say("EHLO")
         try:
             reply = await self.client.ehlo()
         except aiosmtplib.SMTPResponseException as exc:
@@ -148,6 +153,7 @@ class _Session:
                 "falls back to plain text). Use the relay's submission port or fix its TLS setup",
             )
         start = time.monotonic()
+        self._say("STARTTLS")
         try:
             reply = await self.client.starttls(tls_context=self.ctx)
         except aiosmtplib.SMTPResponseException as exc:
@@ -165,6 +171,7 @@ class _Session:
         self._note_reply(reply.code, reply.message)
         self.phases["tls"] = time.monotonic() - start
         self._note_tls()
+        log.info("%s TLS: %s %s", self.where, self.receipt.tls_version, self.receipt.cipher)
         await self.ehlo()  # RFC 3207: forget the pre-TLS capabilities
 
     async def auth(self) -> None:
@@ -183,12 +190,15 @@ class _Session:
         try:
             if auth.method == "password":
                 secret = auth.password.get() if auth.password else ""
-                if "PLAIN" in offered:
+                mechanism = "PLAIN" if "PLAIN" in offered else "LOGIN"
+                self._say(f"AUTH {mechanism} <credentials of {auth.username} redacted>")
+                if mechanism == "PLAIN":
                     reply = await self.client.auth_plain(auth.username, secret)
                 else:
                     reply = await self.client.auth_login(auth.username, secret)
             else:
                 token = await self._token()
+                self._say(f"AUTH XOAUTH2 <token for {auth.username} redacted>")
                 reply = await self.client.auth_xoauth2(auth.username, token)
         except aiosmtplib.SMTPAuthenticationError as exc:
             self._note_reply(exc.code, exc.message)
@@ -220,10 +230,13 @@ class _Session:
     async def submit(self, mail_from: str, rcpt_to: str, message: bytes) -> float:
         start = time.monotonic()
         try:
+            self._say(f"MAIL FROM:<{mail_from}>")
             reply = await self.client.mail(mail_from)
             self._note_reply(reply.code, reply.message)
+            self._say(f"RCPT TO:<{rcpt_to}>")
             reply = await self.client.rcpt(rcpt_to)
             self._note_reply(reply.code, reply.message)
+            self._say(f"DATA <{len(message)} bytes>")
             reply = await self.client.data(message)
         except aiosmtplib.SMTPResponseException as exc:
             self._note_reply(exc.code, exc.message)
