@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
+from probe.m365_codes import enhanced_code, lookup
 from probe.result import Reason
 
-_ENHANCED = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
+__all__ = ["ReplyClass", "classify_auth_reply", "classify_submit_reply", "enhanced_code"]
 
 
 @dataclass(frozen=True)
@@ -18,47 +18,57 @@ class ReplyClass:
     remedy: str | None = None
 
 
-def enhanced_code(text: str) -> str | None:
-    """The RFC 3463 enhanced status code in a reply text (``5.7.139``), if any."""
-    match = _ENHANCED.search(text)
-    return match.group(0) if match else None
-
-
 def classify_auth_reply(code: int, text: str) -> ReplyClass:
-    """A refused AUTH: bad credentials or token, or basic authentication switched off."""
-    lowered = text.lower()
-    if "basic authentication" in lowered or enhanced_code(text) == "5.7.30":
+    """A refused AUTH: Microsoft's known codes first, then by reply class (not by wording).
+
+    Other servers word the same failure differently (Postfix/Dovecot ``535 5.7.8``, Microsoft
+    ``535 5.7.3``), so anything unknown is judged by its code class.
+    """
+    known = lookup(code, text)
+    if known is not None:
+        return ReplyClass(known.reason, known.remedy)
+    if "basic authentication" in text.lower():
         return ReplyClass(
             Reason.AUTH_BASIC_DISABLED,
             "basic authentication is off for this mailbox or tenant: switch the target to "
-            "auth.method oauth2 (XOAUTH2), or re-enable SMTP AUTH basic authentication",
+            "auth.method oauth2 (XOAUTH2)",
         )
     if 400 <= code < 500:
         return ReplyClass(
             Reason.SMTP_TEMPORARY_FAILURE,
             "the server could not check the credentials right now; it retries on the next run",
         )
+    if code in (500, 501, 502, 504):
+        return ReplyClass(
+            Reason.AUTH_UNAVAILABLE,
+            "the server does not accept this AUTH mechanism or its data; check auth.method",
+        )
     return ReplyClass(
         Reason.AUTH_FAILED,
-        "check the username and password (or token) of the target's smtp.auth, and that "
-        "SMTP AUTH is enabled for the mailbox",
+        "the credentials were refused: check auth.username and the password or token; for "
+        "oauth2 the app must be allowed to use this mailbox (on Microsoft 365: New-ServicePrincipal "
+        "and Add-MailboxPermission)",
     )
 
 
 def classify_submit_reply(code: int, text: str) -> ReplyClass:
-    """A refused MAIL FROM, RCPT TO or DATA."""
+    """A refused MAIL FROM, RCPT TO or DATA: Microsoft's known codes first, then the class."""
     lowered = text.lower()
-    enhanced = enhanced_code(text) or ""
-    if "sendasdenied" in lowered or enhanced in ("5.2.252", "5.7.60"):
+    # Postfix reject_sender_login_mismatch: "553 5.7.1 ... Sender address rejected: not owned
+    # by user" - the same refusal as Microsoft's SendAsDenied, under a generic 5.7.1.
+    if "not owned by user" in lowered:
+        return ReplyClass(
+            Reason.SEND_AS_DENIED,
+            "mail_from must be the authenticated mailbox or one it may send as "
+            "(Postfix: smtpd_sender_login_maps)",
+        )
+    known = lookup(code, text)
+    if known is not None:
+        return ReplyClass(known.reason, known.remedy)
+    if "sendasdenied" in lowered:
         return ReplyClass(
             Reason.SEND_AS_DENIED,
             "mail_from must be the authenticated mailbox or one it has Send As rights on",
-        )
-    if enhanced.startswith("5.2.25") or enhanced == "4.3.2" or enhanced.startswith("4.7.5"):
-        return ReplyClass(
-            Reason.THROTTLED,
-            "the server is throttling this sender; the probe backs off, and you should look "
-            "for other clients failing with the same mailbox",
         )
     if 400 <= code < 500:
         return ReplyClass(
