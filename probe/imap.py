@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 import ssl
 from typing import TYPE_CHECKING
@@ -16,6 +17,9 @@ from probe.result import Reason, Stage
 
 if TYPE_CHECKING:
     from probe.config import Mailbox
+
+
+log = logging.getLogger("relayprobe.imap")
 
 
 def where(cfg: Mailbox) -> str:
@@ -65,6 +69,13 @@ def connect(cfg: Mailbox, *, token: str | None = None) -> imapclient.IMAPClient:
             except ssl.SSLError as exc:
                 raise _fail(cfg, Reason.TLS_FAILED, f"STARTTLS handshake failed ({exc})") from None
         _login(cfg, client, token)
+        log.info(
+            "%s: logged in as %s (%s, %s)",
+            where(cfg),
+            cfg.auth.username,
+            "XOAUTH2" if cfg.auth.method != "password" else "LOGIN",
+            client.socket().version() if hasattr(client.socket(), "version") else "no TLS",
+        )
     except BaseException:
         _quietly_close(client)
         raise

@@ -213,6 +213,15 @@ class FolderWatcher:
                 continue  # not provably ours: never counted, never touched
             with self._lock:
                 expected = self._expected.pop(tag.nonce, None) is not None
+            log.info(
+                "%s folder %r: probe %s of target %s found (UID %s, %s)",
+                imap.where(self.cfg),
+                self.folder,
+                tag.probe_id,
+                tag.target,
+                uid,
+                "expected" if expected else "late or stale",
+            )
             self._on_found(self._take(uid, tag, detected_at, expected))
 
     def _take(self, uid: int, tag: Tag, detected_at: float, expected: bool) -> Found:
