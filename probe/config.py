@@ -29,6 +29,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from probe.durations import format_duration, parse_duration
+from probe.presets import apply_preset
 from probe.secrets import Secret, resolve_path, resolve_secrets
 
 __all__ = [
@@ -525,6 +526,8 @@ def _prepare(data: Mapping[str, Any], env: Mapping[str, str], ctx: dict[str, Any
     for i, t in enumerate(out["targets"]):
         if not isinstance(t, dict):
             continue
+        # Relay-mode presets (probe/presets.py): fill defaults, report contradictions.
+        t = out["targets"][i] = apply_preset(t, f"targets[{i}]", ctx["errors"], ctx["warnings"])
         name = t.get("name")
         if isinstance(name, str) and seen.setdefault(name, i) != i:
             ctx["errors"].append(

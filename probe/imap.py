@@ -91,12 +91,21 @@ def _login(cfg: Mailbox, client: imapclient.IMAPClient, token: str | None) -> No
             client.oauth2_login(auth.username, token or "")
     except LoginError as exc:
         text = _server_text(exc)
-        raise _fail(
+        failure = _fail(
             cfg,
             Reason.IMAP_AUTH_FAILED,
-            f"login as {auth.username} refused: {text}; check mailbox.auth (IMAP on "
-            "Microsoft 365 accepts only OAuth: method oauth2)",
-        ) from None
+            f"login as {auth.username} refused: {text}",
+        )
+        if auth.method == "password":
+            failure.remedy = (
+                "check mailbox.auth; Microsoft 365 IMAP accepts only OAuth (method oauth2) "
+                "since basic authentication was switched off in 2022"
+            )
+        else:
+            from probe.m365_codes import IMAP_OAUTH_REMEDY
+
+            failure.remedy = IMAP_OAUTH_REMEDY
+        raise failure from None
     except (OSError, IMAPClientError) as exc:
         raise _fail(cfg, Reason.IMAP_FAILED, f"login as {auth.username} failed ({exc})") from None
 

@@ -13,6 +13,7 @@ from probe.errors import ProbeFailure
 from probe.evaluate import judge
 from probe.mailbox import MailboxWatch
 from probe.message import build_message
+from probe.oauth import provider_for
 from probe.result import (
     Arrival,
     HeaderVerdict,
@@ -47,7 +48,7 @@ def new_watch(
         target.junk_folders,
         secret=config.tag_secret.get().encode(),
         instance=config.instance,
-        token_provider=token_provider,
+        token_provider=token_provider or provider_for(target.mailbox.auth),
         on_late=on_late,
     )
 
@@ -67,6 +68,9 @@ async def run_probe(
     and closed again.
     """
     started_at = dt.datetime.now(dt.UTC)
+    # oauth2 targets get an MSAL token source (one token shared by SMTP and IMAP of one app).
+    smtp_token = smtp_token or provider_for(target.smtp.auth)
+    imap_token = imap_token or provider_for(target.mailbox.auth)
     own_watch = watch is None
     try:
         if watch is None:
