@@ -1,0 +1,273 @@
+"""A small HTTPS token authority on 127.0.0.1 that MSAL talks to like Entra ID (test stand-in).
+
+It serves OpenID discovery and a client-credentials token endpoint, checks client secrets and
+client assertions (certificates) like Entra, answers with Entra's AADSTS error shapes, and issues
+RS256 JWTs that carry the permitted mailbox in ``email`` (Dovecot's oauth2 passdb checks it).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import secrets
+import ssl
+import threading
+import time
+import urllib.parse
+import uuid
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import jwt
+import trustme
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+SCOPE = "https://outlook.office365.com/.default"
+AUDIENCE = "https://outlook.office365.com"
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+NOT_PERMITTED = "no-mailbox-permission@invalid.test"
+
+
+@dataclass
+class Client:
+    """An app registration: its credential and the mailbox Exchange lets it use."""
+
+    client_id: str
+    mailbox: str
+    secret: str | None = None
+    certificate: x509.Certificate | None = None  # the public certificate uploaded to the app
+    permitted: bool = True  # False: token still issued, but for no mailbox (missing permission)
+
+    @property
+    def thumbprint(self) -> str | None:
+        if self.certificate is None:
+            return None
+        return self.certificate.fingerprint(_sha1()).hex().upper()
+
+
+def _sha1():
+    from cryptography.hazmat.primitives import hashes
+
+    return hashes.SHA1()
+
+
+@dataclass
+class Authority:
+    """The stand-in authority; ``start()`` it, register clients, point MSAL at ``url``."""
+
+    ca: trustme.CA
+    tenant: str = "11111111-2222-3333-4444-555555555555"
+    token_lifetime: int = 3600  # seconds; "expire tokens quickly" sets this low
+    pad_bytes: int = 1800  # real Microsoft tokens are 2-4 KB; so are ours (OAUTH-NOTES 3)
+    clients: dict[str, Client] = field(default_factory=dict)
+    issued: list[dict] = field(default_factory=list)  # claims of every token issued
+    tokens: list[str] = field(default_factory=list)  # every token issued (for leak greps)
+    requests: list[str] = field(default_factory=list)  # "GET /path" log of every request
+    kid: str = "relayprobe-test-kid-1"
+
+    def __post_init__(self) -> None:
+        self.signing_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self._server: ThreadingHTTPServer | None = None
+        self._lock = threading.Lock()
+
+    # --- set-up --------------------------------------------------------------------------
+    def add_secret_client(self, client_id: str, secret: str, mailbox: str) -> Client:
+        self.clients[client_id] = Client(client_id, mailbox, secret=secret)
+        return self.clients[client_id]
+
+    def add_cert_client(self, client_id: str, cert_pem: bytes, mailbox: str) -> Client:
+        cert = x509.load_pem_x509_certificate(cert_pem)
+        self.clients[client_id] = Client(client_id, mailbox, certificate=cert)
+        return self.clients[client_id]
+
+    def public_key_pem(self) -> bytes:
+        return self.signing_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+
+    @property
+    def base(self) -> str:
+        assert self._server is not None, "start() the authority first"
+        return f"https://127.0.0.1:{self._server.server_address[1]}"
+
+    @property
+    def url(self) -> str:
+        """The authority URL for MSAL (``auth.authority``)."""
+        return f"{self.base}/{self.tenant}"
+
+    @property
+    def issuer(self) -> str:
+        return f"https://sts.windows.net/{self.tenant}/"
+
+    def start(self) -> Authority:
+        cert = self.ca.issue_cert("127.0.0.1", "localhost")
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        cert.configure_cert(ctx)
+        server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        server.socket = ctx.wrap_socket(server.socket, server_side=True)
+        server.daemon_threads = True
+        self._server = server
+        threading.Thread(target=server.serve_forever, name="oauth-authority", daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def write_dovecot_key(self, keys_dir: Path) -> Path:
+        """The public key where Dovecot's local validation looks: <azp>/<alg>/<kid>."""
+        path = keys_dir / "default" / "RS256" / self.kid
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(self.public_key_pem())
+        for p in (keys_dir, keys_dir / "default", path.parent):
+            p.chmod(0o755)
+        path.chmod(0o644)
+        return path
+
+    # --- token endpoint --------------------------------------------------------------------
+    def token_count(self, client_id: str | None = None) -> int:
+        with self._lock:
+            return sum(1 for c in self.issued if client_id in (None, c["appid"]))
+
+    def _issue(self, client: Client) -> dict:
+        now = int(time.time())
+        claims = {
+            "aud": AUDIENCE,
+            "iss": self.issuer,
+            "iat": now,
+            "nbf": now,
+            "exp": now + self.token_lifetime,
+            "appid": client.client_id,
+            "tid": self.tenant,
+            "sub": str(uuid.uuid5(uuid.NAMESPACE_URL, client.client_id)),
+            "oid": str(uuid.uuid5(uuid.NAMESPACE_URL, client.client_id)),
+            "roles": ["SMTP.SendAsApp", "IMAP.AccessAsApp"],
+            "email": client.mailbox if client.permitted else NOT_PERMITTED,
+            "jti": secrets.token_hex(8),
+            "xms_pad": base64.b64encode(secrets.token_bytes(self.pad_bytes * 3 // 4)).decode(),
+        }
+        token = jwt.encode(
+            claims, self.signing_key, algorithm="RS256", headers={"kid": self.kid, "typ": "JWT"}
+        )
+        with self._lock:
+            self.issued.append(claims)
+            self.tokens.append(token)
+        return {
+            "token_type": "Bearer",
+            "expires_in": self.token_lifetime,
+            "ext_expires_in": self.token_lifetime,
+            "access_token": token,
+        }
+
+    def token_response(self, form: dict[str, str], endpoint: str) -> tuple[int, dict]:
+        if form.get("grant_type") != "client_credentials":
+            return _error(400, "unsupported_grant_type", 70003, "The app requested an "
+                          "unsupported grant type.")  # fmt: skip
+        client = self.clients.get(form.get("client_id", ""))
+        if client is None:
+            return _error(400, "unauthorized_client", 700016,
+                          f"Application with identifier '{form.get('client_id')}' was not found "
+                          f"in the directory '{self.tenant}'. This can happen if the application "
+                          "has not been installed by the administrator of the tenant.")  # fmt: skip
+        if form.get("scope") != SCOPE:
+            return _error(400, "invalid_scope", 1002012, "The provided value for scope "
+                          f"{form.get('scope')} is not valid.")  # fmt: skip
+        if "client_assertion" in form:
+            problem = self._check_assertion(client, form, endpoint)
+            if problem:
+                return _error(401, "invalid_client", 700027, problem)
+        elif client.secret is None or not secrets.compare_digest(
+            form.get("client_secret", ""), client.secret
+        ):
+            return _error(401, "invalid_client", 7000215, "Invalid client secret provided. "
+                          "Ensure the secret being sent in the request is the client secret "
+                          "value, not the client secret ID, for a secret added to app "
+                          f"'{client.client_id}'.")  # fmt: skip
+        return 200, self._issue(client)
+
+    def _check_assertion(self, client: Client, form: dict[str, str], endpoint: str) -> str | None:
+        if form.get("client_assertion_type") != ASSERTION_TYPE or client.certificate is None:
+            return "Client assertion is not accepted for this application."
+        assertion = form["client_assertion"]
+        header = jwt.get_unverified_header(assertion)
+        x5t = header.get("x5t") or ""
+        thumb = base64.urlsafe_b64decode(x5t + "=" * (-len(x5t) % 4)).hex().upper()
+        if thumb != client.thumbprint:
+            return (f"Client assertion contains an invalid signature. [Reason - The key was not "
+                    f"found., Thumbprint of key used by client: '{thumb}']")  # fmt: skip
+        try:
+            claims = jwt.decode(assertion, client.certificate.public_key(), algorithms=["RS256",
+                                "PS256"], audience=endpoint)  # fmt: skip
+        except jwt.PyJWTError as exc:
+            return f"Client assertion failed signature validation. ({type(exc).__name__})"
+        if claims.get("iss") != client.client_id or claims.get("sub") != client.client_id:
+            return "Client assertion issuer or subject does not match the client id."
+        return None
+
+
+def _error(status: int, error: str, code: int, text: str) -> tuple[int, dict]:
+    trace = str(uuid.uuid4())
+    return status, {
+        "error": error,
+        "error_description": f"AADSTS{code}: {text} Trace ID: {trace} Correlation ID: "
+        f"{uuid.uuid4()} Timestamp: {time.strftime('%Y-%m-%d %H:%M:%SZ', time.gmtime())}",
+        "error_codes": [code],
+        "trace_id": trace,
+    }
+
+
+def _handler(authority: Authority) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:  # keep pytest output clean
+            pass
+
+        def _send(self, status: int, body: dict) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json; charset=utf-8")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            authority.requests.append(f"GET {self.path}")
+            parts = urllib.parse.urlsplit(self.path).path.strip("/").split("/")
+            if parts[1:] == ["v2.0", ".well-known", "openid-configuration"]:
+                if parts[0] != authority.tenant:
+                    return self._send(*_error(400, "invalid_tenant", 90002, f"Tenant "
+                                      f"'{parts[0]}' not found. Check to make sure you have the "
+                                      "correct tenant ID."))  # fmt: skip
+                t = f"{authority.base}/{authority.tenant}"
+                return self._send(200, {
+                    "issuer": f"{t}/v2.0",
+                    "token_endpoint": f"{t}/oauth2/v2.0/token",
+                    "authorization_endpoint": f"{t}/oauth2/v2.0/authorize",
+                    "device_authorization_endpoint": f"{t}/oauth2/v2.0/devicecode",
+                    "jwks_uri": f"{t}/discovery/v2.0/keys",
+                    "token_endpoint_auth_methods_supported": ["client_secret_post",
+                                                              "private_key_jwt"],
+                })  # fmt: skip
+            return self._send(404, {"error": "not_found"})
+
+        def do_POST(self) -> None:
+            authority.requests.append(f"POST {self.path}")
+            length = int(self.headers.get("Content-Length") or 0)
+            form = dict(urllib.parse.parse_qsl(self.rfile.read(length).decode()))
+            endpoint = f"{authority.base}{urllib.parse.urlsplit(self.path).path}"
+            if self.path.split("?")[0] != f"/{authority.tenant}/oauth2/v2.0/token":
+                return self._send(404, {"error": "not_found"})
+            self._send(*authority.token_response(form, endpoint))
+
+    return Handler
+
+
+def thumbprint_of(cert_pem: bytes) -> str:
+    """SHA-1 thumbprint (hex, upper case) of a PEM certificate, as Entra shows it."""
+    der = x509.load_pem_x509_certificate(cert_pem).public_bytes(serialization.Encoding.DER)
+    return hashlib.sha1(der).hexdigest().upper()

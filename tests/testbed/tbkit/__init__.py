@@ -1,0 +1,1 @@
+"""Control code of the relayprobe mail testbed (used by tests/testbed/tb)."""
