@@ -35,7 +35,12 @@ def connect(cfg: Mailbox, *, token: str | None = None) -> imapclient.IMAPClient:
 
     ``token`` is the OAuth access token for ``oauth2``/``token`` methods (XOAUTH2).
     """
-    ctx = tlsutil.client_context(ca_file=cfg.ca_file)
+    try:
+        ctx = tlsutil.client_context(ca_file=cfg.ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise _fail(
+            cfg, Reason.TLS_FAILED, f"cannot load mailbox.ca_file ({exc}); check the file"
+        ) from None
     try:
         client = imapclient.IMAPClient(
             cfg.host,

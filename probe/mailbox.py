@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
@@ -42,7 +43,8 @@ class MailboxWatch:
         self._on_late = on_late
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiting: dict[str, asyncio.Future[Found]] = {}
-        self.late: list[Found] = []
+        # Bounded: a long-running daemon counts late mail through on_late, not this list.
+        self.late: collections.deque[Found] = collections.deque(maxlen=1000)
         self.watchers = [
             FolderWatcher(
                 cfg,

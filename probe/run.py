@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import time
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("relayprobe.probe")
 
 TokenProvider = Callable[[], Awaitable[str]]
+#: Entered around the SMTP submission only: a scheduler's per-mailbox send limits.
+SendSlot = Callable[[], contextlib.AbstractAsyncContextManager[None]]
 
 
 def new_watch(
@@ -60,12 +63,14 @@ async def run_probe(
     watch: MailboxWatch | None = None,
     smtp_token: TokenProvider | None = None,
     imap_token: TokenProvider | None = None,
+    send_slot: SendSlot | None = None,
 ) -> ProbeResult:
     """Run one full round trip for ``target``; expected failures become the result, never raise.
 
     ``watch`` lets a long-running caller share one started mailbox watch across runs; without
     it, a watch is opened (IMAP login before sending, so login time is not delivery latency)
-    and closed again.
+    and closed again. ``send_slot`` is held around the SMTP submission alone (not the wait for
+    arrival), so per-mailbox send limits do not stretch over slow deliveries.
     """
     started_at = dt.datetime.now(dt.UTC)
     # oauth2 targets get an MSAL token source (one token shared by SMTP and IMAP of one app).
@@ -76,7 +81,7 @@ async def run_probe(
         if watch is None:
             watch = new_watch(config, target, token_provider=imap_token)
             await watch.start()
-        return await _round_trip(config, target, watch, started_at, smtp_token)
+        return await _round_trip(config, target, watch, started_at, smtp_token, send_slot)
     except ProbeFailure as failure:
         return _failed(target, started_at, failure)
     except Exception as exc:  # a bug, not an expected failure: still a result, with the type named
@@ -100,24 +105,29 @@ async def _round_trip(
     watch: MailboxWatch,
     started_at: dt.datetime,
     smtp_token: TokenProvider | None,
+    send_slot: SendSlot | None,
 ) -> ProbeResult:
     late_at_start = sum(1 for f in watch.late if f.tag.target == target.name)
     tag = make_tag(config.tag_secret.get().encode(), instance=config.instance, target=target.name)
     message = build_message(tag=tag, mail_from=target.mail_from, rcpt_to=target.rcpt_to)
-    t0 = time.monotonic()
-    arrival = watch.expect(tag, t0)
-    try:
-        outcome = await send_probe(
-            target.smtp,
-            mail_from=target.mail_from,
-            rcpt_to=target.rcpt_to,
-            message=message,
-            token_provider=smtp_token,
-        )
-    except ProbeFailure as failure:
-        watch.give_up(tag)
-        failure.probe_id = tag.probe_id
-        raise
+    async with send_slot() if send_slot else contextlib.nullcontext():
+        t0 = time.monotonic()
+        arrival = watch.expect(tag, t0)
+        try:
+            outcome = await send_probe(
+                target.smtp,
+                mail_from=target.mail_from,
+                rcpt_to=target.rcpt_to,
+                message=message,
+                token_provider=smtp_token,
+            )
+        except ProbeFailure as failure:
+            watch.give_up(tag)
+            failure.probe_id = tag.probe_id
+            raise
+        except BaseException:  # cancelled (shutdown) or a bug: stop waiting for this tag
+            watch.give_up(tag)
+            raise
     timings = Timings(
         smtp_connect_seconds=outcome.phases.get("connect"),
         smtp_tls_seconds=outcome.phases.get("tls"),
@@ -127,6 +137,9 @@ async def _round_trip(
     remaining = max(0.0, target.timeout - (time.monotonic() - t0))
     try:
         found = await asyncio.wait_for(asyncio.shield(arrival), remaining)
+    except asyncio.CancelledError:
+        watch.give_up(tag)
+        raise
     except TimeoutError:
         watch.give_up(tag)
         timings.total_seconds = time.monotonic() - t0

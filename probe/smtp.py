@@ -286,7 +286,15 @@ async def send_probe(
     ``security: starttls`` requires STARTTLS before anything else is sent; AUTH is never
     attempted on a connection that is not encrypted.
     """
-    session = _Session(cfg, token_provider)
+    try:
+        session = _Session(cfg, token_provider)
+    except (OSError, ssl.SSLError) as exc:
+        raise ProbeFailure(
+            Stage.TLS,
+            Reason.TLS_FAILED,
+            f"tls {cfg.host}:{cfg.port}: cannot load smtp.ca_file or the client certificate "
+            f"({exc}); nothing was sent. Check that the files exist and are PEM",
+        ) from None
     try:
         await session.connect()
         await session.ehlo()

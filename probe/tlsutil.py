@@ -17,6 +17,8 @@ def client_context(
     """A verifying client context; ``ca_file`` replaces the system trust store when given."""
     # create_default_context loads the system store only when no cafile is named, so a private
     # CA is trusted alone (test systems, internal relays) and verification is never switched off.
+    # A file that vanished since the config was loaded (a rotated secret mount, a rebuilt test
+    # CA) raises OSError here; callers turn it into a tls_failed result naming the path.
     ctx = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     if client_cert_file is not None:

@@ -48,6 +48,7 @@ class WatchSettings:
     fast_interval: float = 0.05
     fast_window: float = 3.0
     poll_interval: float = 2.0  # servers without IDLE
+    idle_recheck: float = 2.0  # leave IDLE and search this often while a probe is expected
     delete: bool = True
 
 
@@ -173,16 +174,25 @@ class FolderWatcher:
         self._wake.clear()
         self._client.idle()
         started = time.monotonic()
-        responses: list[object] = []
+        with self._lock:
+            waiting = bool(self._expected)
+        # imaplib reads through a buffered file: an EXISTS sent together with "+ idling" can sit
+        # in that buffer where idle_check's poll() never sees it. While a probe is expected,
+        # leave IDLE and look every few seconds so such a miss costs seconds, not a timeout.
+        limit = self.settings.idle_recheck if waiting else _REIDLE_AFTER
         try:
             while not (self._stop.is_set() or self._wake.is_set()):
-                responses = self._client.idle_check(timeout=_IDLE_SLICE)
-                if responses or time.monotonic() - started > _REIDLE_AFTER:
+                if (
+                    self._client.idle_check(timeout=_IDLE_SLICE)
+                    or time.monotonic() - started > limit
+                ):
                     break
         finally:
             if not self._stop.is_set():
                 self._client.idle_done()
-        if responses:
+        # Always look after leaving IDLE: an EXISTS that arrives while DONE is in flight comes
+        # back with DONE's completion and would otherwise be lost until the next push.
+        if not self._stop.is_set():
             self._check_new()
 
     def _check_new(self) -> None:

@@ -1,0 +1,264 @@
+"""A custom Prometheus collector that builds fresh metric families from the ResultStore per scrape."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
+
+from exporters.store import ResultStore, TargetState
+
+CACHED = (
+    "Cached from the last scheduled probe run (a mail round trip is too slow to run per scrape)."
+)
+PHASES = (
+    ("smtp_connect", "smtp_connect_seconds"),
+    ("smtp_tls", "smtp_tls_seconds"),
+    ("smtp_auth", "smtp_auth_seconds"),
+    ("smtp_submit", "smtp_submit_seconds"),
+    ("delivery", "delivery_seconds"),
+    ("total", "total_seconds"),
+)
+AUTH_METHODS = ("spf", "dkim", "dmarc", "compauth")
+# RFC 8601 results plus Microsoft's; anything else a header says becomes "other" (bounded labels).
+AUTH_RESULTS = frozenset(
+    {"pass", "fail", "softfail", "neutral", "none", "temperror", "permerror", "policy"}
+    | {"bestguesspass", "softpass"}
+)
+
+
+def _ts(value: object) -> float:
+    return value.timestamp() if value is not None else 0.0  # type: ignore[attr-defined]
+
+
+class StoreCollector(Collector):
+    """Collects the per-target families (and, for the full /metrics, the exporter's own ones).
+
+    Following the exporter guidelines, no metric object lives between scrapes: every call builds
+    new families from the store, so removed targets vanish and nothing carries a timestamp.
+    """
+
+    def __init__(
+        self,
+        store: ResultStore,
+        *,
+        version: str,
+        reload_ok: Callable[[], bool],
+        only: str | None = None,
+    ) -> None:
+        self.store, self.version, self.reload_ok, self.only = store, version, reload_ok, only
+
+    def describe(self) -> list[Metric]:
+        return []  # families depend on the configured targets: never pre-registered
+
+    def collect(self) -> Iterator[Metric]:
+        states = self.store.states()
+        if self.only is not None:
+            states = [s for s in states if s.name == self.only]
+        yield from _target_families(states)
+        if self.only is None:  # exporter self-metrics belong on /metrics, not on /probe
+            yield from self.own_metrics()
+
+    def own_metrics(self) -> Iterator[Metric]:
+        info = GaugeMetricFamily(
+            "relayprobe_build_info", "relayprobe build: version.", labels=["version"]
+        )
+        info.add_metric([self.version], 1)
+        yield info
+        yield GaugeMetricFamily(
+            "relayprobe_config_last_reload_successful",
+            "Whether the last configuration reload succeeded (1) or was rejected (0).",
+            value=1 if self.reload_ok() else 0,
+        )
+
+
+def _target_families(states: list[TargetState]) -> Iterator[Metric]:
+    t = ["target"]
+
+    def gauge(name: str, help_: str, labels: list[str] = t) -> GaugeMetricFamily:
+        return GaugeMetricFamily(name, f"{help_} {CACHED}", labels=labels)
+
+    success = gauge("relayprobe_success", "Whether the last probe run succeeded (1) or not (0).")
+    runs = CounterMetricFamily("relayprobe_runs", f"Probe runs finished. {CACHED}", labels=t)
+    failures = CounterMetricFamily(
+        "relayprobe_failures",
+        f"Failed probe runs by the stage they ended in and the reason. {CACHED}",
+        labels=["target", "stage", "reason"],
+    )
+    hist = HistogramMetricFamily(
+        "relayprobe_delivery_duration_seconds",
+        f"Time from the relay accepting the probe to its arrival in the mailbox. {CACHED}",
+        labels=t,
+    )
+    last_delivery = gauge(
+        "relayprobe_last_delivery_duration_seconds", "Delivery time of the last delivered probe."
+    )
+    phase = gauge(
+        "relayprobe_phase_duration_seconds",
+        "Duration of each phase of the last probe run.",
+        ["target", "phase"],
+    )
+    last_run = gauge(
+        "relayprobe_last_run_timestamp_seconds",
+        "Unix time the last probe run finished (0: none yet).",
+    )
+    last_success = gauge(
+        "relayprobe_last_success_timestamp_seconds",
+        "Unix time of the last successful probe run (0: none yet).",
+    )
+    late = CounterMetricFamily(
+        "relayprobe_late_deliveries",
+        f"Timed-out probes that arrived later and were removed. {CACHED}",
+        labels=t,
+    )
+    junk = CounterMetricFamily(
+        "relayprobe_junk_deliveries", f"Probes that landed in a junk folder. {CACHED}", labels=t
+    )
+    auth = gauge(
+        "relayprobe_auth_result",
+        "Receiver's authentication result per method in the last delivered probe (1 = this result).",
+        ["target", "method", "result"],
+    )
+    scl = gauge(
+        "relayprobe_spam_confidence_level",
+        "Microsoft spam confidence level (SCL) of the last delivered probe.",
+    )
+    cert = gauge(
+        "relayprobe_tls_cert_expiry_timestamp_seconds",
+        "Unix time the relay's TLS certificate expires (0: not seen yet).",
+    )
+    backoff = gauge(
+        "relayprobe_backoff_seconds",
+        "Current extra delay before the next run after configuration-class failures (0: none).",
+    )
+    interval = gauge("relayprobe_probe_interval_seconds", "Configured time between probe runs.")
+
+    for s in states:
+        name, last = [s.name], s.last
+        success.add_metric(name, 1 if last is not None and last.success else 0)
+        runs.add_metric(name, s.runs)
+        for (stage, reason), count in sorted(s.failures.items()):
+            failures.add_metric([s.name, stage, reason], count)
+        hist.add_metric(name, s.cumulative_buckets(), s.delivery_sum)
+        last_run.add_metric(name, _ts(s.finished_at))
+        last_success.add_metric(name, _ts(s.last_success_at))
+        late.add_metric(name, s.late)
+        junk.add_metric(name, s.junk)
+        cert.add_metric(name, _ts(s.cert_not_after))
+        backoff.add_metric(name, s.backoff_seconds)
+        interval.add_metric(name, s.interval)
+        if last is None:
+            continue
+        if last.timings.delivery_seconds is not None:
+            last_delivery.add_metric(name, last.timings.delivery_seconds)
+        for label, attr in PHASES:
+            value = getattr(last.timings, attr)
+            if value is not None:
+                phase.add_metric([s.name, label], value)
+        verdict = last.verdict
+        for method in AUTH_METHODS:
+            result = getattr(verdict.auth, method)
+            if result is not None:
+                value = str(result).lower()
+                auth.add_metric([s.name, method, value if value in AUTH_RESULTS else "other"], 1)
+        if verdict.spam.scl is not None:
+            scl.add_metric(name, verdict.spam.scl)
+    yield from (success, runs, failures, hist, last_delivery, phase, last_run, last_success)
+    yield from (late, junk, auth, scl, cert, backoff, interval)
+
+
+def exposition(
+    store: ResultStore, *, version: str, reload_ok: Callable[[], bool], only: str | None = None
+) -> bytes:
+    """The text exposition (format 0.0.4) of the collector over ``store``, optionally one target."""
+    return render(StoreCollector(store, version=version, reload_ok=reload_ok, only=only).collect())
+
+
+class CachedExposition:
+    """/metrics text with each target's lines cached until that target's state changes.
+
+    The families still come from StoreCollector (one target at a time); only their text is kept.
+    A scrape then formats just the targets that ran since the last one: with 200 targets a full
+    render costs ~20 ms of CPU, a typical cached one well under 5 ms.
+    """
+
+    def __init__(self, store: ResultStore, *, version: str, reload_ok: Callable[[], bool]) -> None:
+        self.store, self.version, self.reload_ok = store, version, reload_ok
+        self._cache: dict[str, tuple[int, dict[str, str]]] = {}
+
+    def _lines(self, state: TargetState) -> dict[str, str]:
+        cached = self._cache.get(state.name)
+        if cached is not None and cached[0] == state.version:
+            return cached[1]
+        lines = {m.name: _samples(m) for m in _target_families([state])}
+        self._cache[state.name] = (state.version, lines)
+        return lines
+
+    def render(self) -> bytes:
+        states = self.store.states()
+        per_target = [self._lines(s) for s in states]
+        for gone in set(self._cache) - {s.name for s in states}:
+            del self._cache[gone]
+        out: list[str] = []
+        for family in _target_families([]):  # empty families: names, types, HELP, in order
+            out.append(_header(family))
+            out.extend(lines[family.name] for lines in per_target)
+        collector = StoreCollector(self.store, version=self.version, reload_ok=self.reload_ok)
+        out.append(render(collector.own_metrics()).decode())
+        return "".join(out).encode()
+
+
+def registry(
+    store: ResultStore, *, version: str, reload_ok: Callable[[], bool]
+) -> CollectorRegistry:
+    """A registry holding the collector, for prometheus_client's own tools (generate_latest)."""
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(StoreCollector(store, version=version, reload_ok=reload_ok))
+    return reg
+
+
+def _escape(value: str) -> str:
+    if "\\" in value or "\n" in value or '"' in value:
+        return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+    return value
+
+
+def _number(value: float) -> str:
+    if value == int(value) and abs(value) < 1e15:
+        return str(int(value))
+    return floatToGoString(value)
+
+
+def _header(m: Metric) -> str:
+    name = m.name + "_total" if m.type == "counter" else m.name
+    doc = m.documentation.replace("\\", r"\\").replace("\n", r"\n")
+    return f"# HELP {name} {doc}\n# TYPE {name} {m.type}\n"
+
+
+def _samples(m: Metric) -> str:
+    out = []
+    for s in m.samples:
+        if s.labels:
+            labels = ",".join(f'{k}="{_escape(v)}"' for k, v in s.labels.items())
+            out.append(f"{s.name}{{{labels}}} {_number(s.value)}\n")
+        else:
+            out.append(f"{s.name} {_number(s.value)}\n")
+    return "".join(out)
+
+
+def render(metrics: Iterable[Metric]) -> bytes:
+    """The same text as prometheus_client's generate_latest, several times faster.
+
+    generate_latest sorts and re-escapes every label set per sample; with 200 targets that took
+    ~30 ms per scrape, beyond the 20 ms budget. Label values here are target names (validated
+    to ``[A-Za-z0-9_.-]``) and fixed enums, so a cheap escape check suffices.
+    """
+    return "".join(_header(m) + _samples(m) for m in metrics).encode()

@@ -1,0 +1,141 @@
+"""ResultStore: the last probe result per target plus the counters the metrics are built from."""
+
+from __future__ import annotations
+
+import bisect
+import datetime as dt
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from probe.result import ProbeResult
+
+#: Delivery latency buckets (seconds): sub-second local relays up to Microsoft's 30-minute worst cases.
+DELIVERY_BUCKETS: tuple[float, ...] = (
+    0.25,
+    0.5,
+    1,
+    2,
+    5,
+    10,
+    20,
+    30,
+    60,
+    120,
+    300,
+    600,
+    1200,
+    1800,
+)
+
+
+@dataclass
+class TargetState:
+    """Everything known about one configured target since the daemon started."""
+
+    name: str
+    interval: float
+    last: ProbeResult | None = None
+    finished_at: dt.datetime | None = None
+    last_success_at: dt.datetime | None = None
+    runs: int = 0
+    failures: Counter[tuple[str, str]] = field(default_factory=Counter)  # (stage, reason) -> n
+    late: int = 0
+    junk: int = 0
+    cert_not_after: dt.datetime | None = None  # last one the relay showed; kept across failures
+    backoff_seconds: float = 0.0
+    consecutive_config_failures: int = 0
+    # Delivery histogram: per-bucket (non-cumulative) counts, the +Inf overflow, sum and count.
+    bucket_counts: list[int] = field(default_factory=lambda: [0] * (len(DELIVERY_BUCKETS) + 1))
+    delivery_sum: float = 0.0
+    delivery_count: int = 0
+    version: int = 0  # bumped on every change, so the exposition re-renders only changed targets
+
+    def observe_delivery(self, seconds: float) -> None:
+        self.bucket_counts[bisect.bisect_left(DELIVERY_BUCKETS, seconds)] += 1
+        self.delivery_sum += seconds
+        self.delivery_count += 1
+
+    def cumulative_buckets(self) -> list[tuple[str, int]]:
+        out, total = [], 0
+        for bound, count in zip((*DELIVERY_BUCKETS, float("inf")), self.bucket_counts, strict=True):
+            total += count
+            out.append(("+Inf" if bound == float("inf") else f"{bound:g}", total))
+        return out
+
+
+class ResultStore:
+    """Per-target state, read by the collector on every scrape and by /api/results.
+
+    Only touched from the event loop (the mailbox watchers hand late arrivals over with
+    call_soon_threadsafe), so it needs no lock.
+    """
+
+    def __init__(self) -> None:
+        self._targets: dict[str, TargetState] = {}
+
+    def set_targets(self, targets: Iterable[tuple[str, float]]) -> None:
+        """Make the store hold exactly these (name, interval) targets; kept ones keep their state."""
+        wanted = dict(targets)
+        for name in list(self._targets):
+            if name not in wanted:
+                del self._targets[name]  # a removed target's series disappear with it
+        for name, interval in wanted.items():
+            state = self._targets.setdefault(name, TargetState(name, interval))
+            state.interval = interval
+            state.version += 1
+
+    def names(self) -> list[str]:
+        return list(self._targets)
+
+    def get(self, name: str) -> TargetState | None:
+        return self._targets.get(name)
+
+    def states(self) -> list[TargetState]:
+        return list(self._targets.values())
+
+    def record(self, result: ProbeResult, finished_at: dt.datetime | None = None) -> None:
+        """Count one finished run; results of targets no longer configured are dropped."""
+        state = self._targets.get(result.target)
+        if state is None:
+            return
+        state.version += 1
+        state.last = result
+        state.finished_at = finished_at or dt.datetime.now(dt.UTC)
+        state.runs += 1
+        if result.success:
+            state.last_success_at = state.finished_at
+        else:
+            state.failures[(result.stage.value, result.reason.value)] += 1
+        if result.smtp is not None and result.smtp.cert_not_after is not None:
+            state.cert_not_after = result.smtp.cert_not_after
+        if result.arrival.placement == "junk":
+            state.junk += 1
+        if result.timings.delivery_seconds is not None:
+            state.observe_delivery(result.timings.delivery_seconds)
+
+    def record_late(self, name: str) -> bool:
+        """Count a timed-out probe of ``name`` that arrived late; False for unknown names."""
+        state = self._targets.get(name)
+        if state is None:
+            return False
+        state.late += 1
+        state.version += 1
+        return True
+
+    def set_backoff(self, name: str, seconds: float, consecutive: int) -> None:
+        state = self._targets.get(name)
+        if state is not None:
+            state.backoff_seconds = seconds
+            state.consecutive_config_failures = consecutive
+            state.version += 1
+
+    def results(self) -> list[dict[str, object]]:
+        """The /api/results document body: each last result in the DESIGN shape plus finished_at."""
+        from probe.result import rfc3339
+
+        out: list[dict[str, object]] = []
+        for state in self._targets.values():
+            if state.last is not None:
+                out.append({**state.last.to_dict(), "finished_at": rfc3339(state.finished_at)})
+        return out
