@@ -1,9 +1,9 @@
 """Detection overhead: the probe's reported delivery time minus the real landing time in the mailbox.
 
 Runs against the local Postfix/Dovecot mail system (tests/testbed; started if it is not up).
-The real landing time is taken from Dovecot's maildir: a thread lists ``new/`` and ``cur/``
-every millisecond and notes when the probe's file appears (LMTP writes it there), which no
-IMAP client can see sooner. The probe's own detection is the watcher's ``detected_at``.
+The landing time is when a reference client on its own connection (NOOP + UID SEARCH every
+10 ms) first sees the probe: the earliest an IMAP client can. The probe's own detection is
+the watcher's ``detected_at``; times are relative to the relay's 250 reply to DATA.
 
     .venv/bin/python bench/detection.py --runs 30
 """
@@ -23,6 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from probe import imap  # noqa: E402
 from probe.config import parse_config  # noqa: E402
 from probe.mailbox import MailboxWatch  # noqa: E402
 from probe.message import build_message  # noqa: E402
@@ -33,41 +34,42 @@ from probe.watcher import WatchSettings  # noqa: E402
 USER, PASSWORD = "probe@probe.test", "ProbePass-1"
 
 
-class MaildirClock:
-    """Notes the monotonic time a file whose content holds ``marker`` appears in a maildir."""
+class ImapClock:
+    """A reference client: NOOP + UID SEARCH every 10 ms on its own connection.
 
-    def __init__(self, maildir: Path) -> None:
-        self.dirs = [maildir / "new", maildir / "cur"]
-        self.seen = {name for d in self.dirs for name in _list(d)}
+    It notes the monotonic time the probe first becomes visible over IMAP, the earliest any IMAP
+    client can see it. (Watching Dovecot's maildir directly was tried first: a 1 ms directory
+    poll made Dovecot's own IDLE notifications stop, so it disturbed what it measured.)
+    """
 
-    def wait_for(self, marker: bytes, timeout: float = 30.0) -> float | None:
+    def __init__(self, cfg) -> None:  # type: ignore[no-untyped-def]
+        self.client = imap.connect(cfg)
+        status = self.client.select_folder(cfg.folder, readonly=True)
+        self.last = int(status[b"UIDNEXT"]) - 1
+
+    def wait_for(self, nonce: str, timeout: float = 30.0) -> float | None:
         deadline = time.monotonic() + timeout
+        field = b"BODY[HEADER.FIELDS (X-RELAYPROBE-TAG)]"
         while time.monotonic() < deadline:
-            now = time.monotonic()
-            for d in self.dirs:
-                for name in _list(d):
-                    if name in self.seen:
-                        continue
-                    try:
-                        content = (d / name).read_bytes()
-                    except FileNotFoundError:  # moved new/ -> cur/ between list and read
-                        continue
-                    if marker in content:
-                        self.seen.add(name)
-                        return now
-            time.sleep(0.001)
+            self.client.noop()
+            seen_at = time.monotonic()
+            new = [u for u in self.client.search(["UID", f"{self.last + 1}:*"]) if u > self.last]
+            if new:
+                self.last = max(new)
+                for data in self.client.fetch(
+                    new, [b"BODY.PEEK[HEADER.FIELDS (X-RELAYPROBE-TAG)]"]
+                ).values():
+                    if nonce.encode() in data.get(field, b""):
+                        return seen_at
+            time.sleep(0.01)
         return None
 
+    def close(self) -> None:
+        self.client.logout()
 
-def _spy(clock: MaildirClock, marker: bytes, out: list[float | None]) -> None:
-    out.append(clock.wait_for(marker))
 
-
-def _list(directory: Path) -> list[str]:
-    try:
-        return os.listdir(directory)
-    except FileNotFoundError:  # Dovecot creates new/ and cur/ on first delivery
-        return []
+def _spy(clock: ImapClock, nonce: str, out: list[float | None]) -> None:
+    out.append(clock.wait_for(nonce))
 
 
 def config_for(state_dir: Path):  # type: ignore[no-untyped-def]
@@ -100,7 +102,7 @@ def config_for(state_dir: Path):  # type: ignore[no-untyped-def]
     return parse_config(data, base_dir=ROOT)
 
 
-async def measure(config, maildir: Path, settings: WatchSettings, runs: int) -> list[tuple]:  # type: ignore[no-untyped-def]
+async def measure(config, settings: WatchSettings, runs: int) -> list[tuple]:  # type: ignore[no-untyped-def]
     target = config.targets[0]
     watch = MailboxWatch(
         target.mailbox,
@@ -110,31 +112,32 @@ async def measure(config, maildir: Path, settings: WatchSettings, runs: int) -> 
         settings=settings,
     )
     await watch.start()
+    clock = await asyncio.to_thread(ImapClock, target.mailbox)
     rows = []
     try:
         for _ in range(runs):
             tag = make_tag(config.tag_secret.get().encode(), instance="bench", target="bench")
             message = build_message(tag=tag, mail_from=USER, rcpt_to=USER)
-            clock = MaildirClock(maildir)
             landed: list[float | None] = []
-            spy = threading.Thread(target=_spy, args=(clock, tag.nonce.encode(), landed))
+            spy = threading.Thread(target=_spy, args=(clock, tag.nonce, landed))
             spy.start()
             future = watch.expect(tag, time.monotonic())
             outcome = await send_probe(target.smtp, mail_from=USER, rcpt_to=USER, message=message)
             found = await asyncio.wait_for(future, 30)
             await asyncio.to_thread(spy.join)
             if landed[0] is None:
-                raise SystemExit("the maildir spy never saw the probe land")
+                raise SystemExit("the reference client never saw the probe")
             rows.append(
                 (
                     found.detected_at - outcome.accepted_at,  # what the probe reports
-                    landed[0] - outcome.accepted_at,  # when it really landed
+                    landed[0] - outcome.accepted_at,  # when it became visible over IMAP
                     found.detected_at - landed[0],  # detection overhead
                 )
             )
             await asyncio.sleep(0.2)
     finally:
         await watch.stop()
+        clock.close()
     return rows
 
 
@@ -151,18 +154,17 @@ def main() -> int:
     args = parser.parse_args()
     state_dir = Path(args.state_dir)
     subprocess.run([str(ROOT / "tests/testbed/tb"), "start"], check=True, capture_output=True)
-    maildir = state_dir / "mail" / "probe.test" / "probe" / "Maildir"
     config = config_for(state_dir)
     modes = {
         "fast NOOP polls, then IDLE (default)": WatchSettings(),
         "IDLE only": WatchSettings(fast_window=0.0),
     }
     print(
-        f"{'mode':40} {'runs':>4} {'reported median':>16} {'landing median':>15} "
+        f"{'mode':40} {'runs':>4} {'reported median':>16} {'visible median':>15} "
         f"{'overhead median':>16} {'overhead p95':>13}"
     )
     for name, settings in modes.items():
-        rows = asyncio.run(measure(config, maildir, settings, args.runs))
+        rows = asyncio.run(measure(config, settings, args.runs))
         reported, landing, overhead = (list(col) for col in zip(*rows, strict=True))
         print(
             f"{name:40} {len(rows):>4} {statistics.median(reported):>15.3f}s "

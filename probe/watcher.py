@@ -23,7 +23,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("relayprobe.imap")
 
 _TAG_FIELD = f"BODY.PEEK[HEADER.FIELDS ({TAG_HEADER.upper()})]".encode()
-_IDLE_SLICE = 0.5  # seconds per idle_check, so local events (stop, a new probe) are seen quickly
+# Seconds per idle_check: a local poll() only, no traffic, so a new probe (which switches to fast
+# polling) or a stop is noticed within this time.
+_IDLE_SLICE = 0.05
 _REIDLE_AFTER = 25 * 60  # RFC 2177 servers drop IDLE after 30 min; Microsoft after ~29
 
 
@@ -197,13 +199,22 @@ class FolderWatcher:
 
     def _check_new(self) -> None:
         assert self._client is not None
-        uids = [
-            u for u in self._client.search(["UID", f"{self._last_uid + 1}:*"]) if u > self._last_uid
-        ]
-        if not uids:
-            return
-        self._last_uid = max(uids)
-        self._consider(uids)
+        untagged = self._client._imap.untagged_responses  # imaplib's store of unread untagged data
+        for _ in range(3):
+            untagged.pop("EXISTS", None)
+            uids = [
+                u
+                for u in self._client.search(["UID", f"{self._last_uid + 1}:*"])
+                if u > self._last_uid
+            ]
+            if uids:
+                self._last_uid = max(uids)
+                self._consider(uids)
+            # A server makes new mail visible at the end of a command (Dovecot does), so mail
+            # that landed during this SEARCH is announced by an EXISTS riding on its reply, and
+            # no IDLE will push it again: look once more in that case.
+            if not untagged.pop("EXISTS", None):
+                return
 
     def _sweep(self) -> None:
         """Look once at what is already in the folder: own probes that arrived late or are stale."""
