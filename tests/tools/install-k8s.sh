@@ -28,31 +28,10 @@ t0=$(date +%s)
 
 if [[ $need_promtool -eq 1 ]]; then
     echo "k8s tools install: installing Debian package prometheus (for promtool)"
-    # The package's postinst would start a Prometheus server on :9090; policy-rc.d exit 101
-    # forbids service starts. Create one only if absent and remove only the one we created.
-    created_policy=0
-    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
-        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
-        chmod 755 /usr/sbin/policy-rc.d
-        created_policy=1
-    fi
-    cleanup() {
-        if [[ $created_policy -eq 1 ]]; then
-            rm -f /usr/sbin/policy-rc.d
-        fi
+    bash "$(dirname "$0")/apt-install.sh" "k8s tools" prometheus >/tmp/relayprobe-apt-prometheus.log 2>&1 || {
+        echo "k8s tools install: installing prometheus failed; see /tmp/relayprobe-apt-prometheus.log" >&2
+        exit 1
     }
-    trap cleanup EXIT
-    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus \
-        >/tmp/relayprobe-apt-prometheus.log 2>&1; then
-        # A stale package list is the usual cause on a fresh machine: refresh once and retry.
-        apt-get update -q >/dev/null
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus \
-            >/tmp/relayprobe-apt-prometheus.log 2>&1 || {
-            echo "k8s tools install: apt-get install prometheus failed; see" \
-                "/tmp/relayprobe-apt-prometheus.log" >&2
-            exit 1
-        }
-    fi
     # Belt and braces: no stray Prometheus server left running from the package.
     if command -v systemctl >/dev/null 2>&1; then
         systemctl disable --now prometheus >/dev/null 2>&1 || true
