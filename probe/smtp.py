@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -17,6 +16,7 @@ from probe import tlsutil
 from probe.errors import ProbeFailure
 from probe.replies import classify_auth_reply, classify_submit_reply
 from probe.result import Reason, SmtpReceipt, Stage
+from probe.smtpfailures import command_of, connect_failure, queue_id, tls_failure
 
 if TYPE_CHECKING:
     from probe.config import Smtp
@@ -99,35 +99,11 @@ class _Session:
                 reply=exc.message,
             ) from None
         except (aiosmtplib.SMTPConnectError, OSError) as exc:
-            raise self._connect_error(exc) from None
+            raise connect_failure(self.where, self.cfg.host, exc) from None
         self._note_reply(reply.code, reply.message)
         self.phases["connect"] = time.monotonic() - start
         if self.cfg.security == "tls":
             self._note_tls()
-
-    def _connect_error(self, exc: BaseException) -> ProbeFailure:
-        cause = exc.__cause__ or exc
-        if isinstance(cause, ssl.SSLError):
-            return self._tls_error(cause)
-        if isinstance(cause, socket.gaierror):
-            return self.fail(
-                Stage.CONNECT, Reason.DNS_ERROR, f"cannot resolve {self.cfg.host!r} ({cause})"
-            )
-        if isinstance(cause, ConnectionRefusedError):
-            return self.fail(
-                Stage.CONNECT,
-                Reason.CONNECT_REFUSED,
-                "connection refused; is the relay listening on that port?",
-            )
-        return self.fail(Stage.CONNECT, Reason.CONNECT_FAILED, f"cannot connect ({cause})")
-
-    def _tls_error(self, exc: BaseException) -> ProbeFailure:
-        hint = (
-            "set smtp.ca_file to the CA that issued the relay's certificate, or fix the certificate"
-            if isinstance(exc, ssl.SSLCertVerificationError)
-            else "check that the relay speaks TLS 1.2 or newer on this port"
-        )
-        return self.fail(Stage.TLS, Reason.TLS_FAILED, f"TLS handshake failed ({exc}); {hint}")
 
     async def ehlo(self) -> None:
         self._say("EHLO")
@@ -167,7 +143,7 @@ class _Session:
             ) from None
         except (ssl.SSLError, aiosmtplib.SMTPException, OSError) as exc:
             cause = exc.__cause__ if isinstance(exc.__cause__, ssl.SSLError) else exc
-            raise self._tls_error(cause) from None
+            raise tls_failure(self.where, cause) from None
         self._note_reply(reply.code, reply.message)
         self.phases["tls"] = time.monotonic() - start
         self._note_tls()
@@ -241,7 +217,7 @@ class _Session:
         except aiosmtplib.SMTPResponseException as exc:
             self._note_reply(exc.code, exc.message)
             cls = classify_submit_reply(exc.code, exc.message)
-            command = _command_of(exc)
+            command = command_of(exc)
             raise self.fail(
                 Stage.SUBMIT,
                 cls.reason,
@@ -252,25 +228,9 @@ class _Session:
             ) from None
         accepted_at = time.monotonic()
         self._note_reply(reply.code, reply.message)
-        self.receipt.queue_id = _queue_id(reply.message)
+        self.receipt.queue_id = queue_id(reply.message)
         self.phases["submit"] = accepted_at - start
         return accepted_at
-
-
-def _command_of(exc: aiosmtplib.SMTPResponseException) -> str:
-    if isinstance(exc, aiosmtplib.SMTPSenderRefused):
-        return "MAIL FROM"
-    if isinstance(exc, aiosmtplib.SMTPRecipientRefused):
-        return "RCPT TO"
-    return "DATA"
-
-
-def _queue_id(text: str) -> str | None:
-    # Postfix: "2.0.0 Ok: queued as 4Xyz"; Microsoft: "2.6.0 <id> [InternalId=...] Queued mail".
-    words = text.split()
-    if "as" in words and words.index("as") + 1 < len(words):
-        return words[words.index("as") + 1]
-    return None
 
 
 async def send_probe(
