@@ -7,72 +7,44 @@ import json
 import os
 import re
 import signal
-import socket
 import ssl
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.parse
-import urllib.request
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
+from tests.daemon_helpers import (
+    ROOT,
+    TAG_SECRET,
+    Daemon,
+    free_port,
+    http,
+    parse,
+    running_daemon,
+    start_daemon,
+    stop,
+    value,
+    wait_for,
+)
 from tests.probe_configs import target_dict
+from tests.test_alerts import (
+    FIXTURE,
+    RULES,
+    exposed_metric_names,
+    metric_names_in,
+    names_from_exposition,
+)
+from tests.test_dashboard import DASHBOARD
 
 pytestmark = pytest.mark.testbed
 
-ROOT = Path(__file__).resolve().parent.parent
 PROMTOOL = "/usr/bin/promtool"
 PROMETHEUS = "/usr/bin/prometheus"
 CHROMIUM = "/usr/bin/chromium"
-TAG_SECRET = "relayprobe-test-tag-secret-0123456789"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def http(url: str, *, method: str = "GET", timeout: float = 30) -> tuple[int, str, dict[str, str]]:
-    request = urllib.request.Request(url, method=method)
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, response.read().decode(), dict(response.headers)
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode(), dict(exc.headers)
-
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def parse(text: str) -> Samples:
-    out: Samples = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            out[(s.name, frozenset(s.labels.items()))] = s.value
-    return out
-
-
-def value(samples: Samples, name: str, **labels: str) -> float | None:
-    return samples.get((name, frozenset(labels.items())))
-
-
-def wait_for(what: str, check: Callable[[], object], timeout: float = 30.0) -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = check()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.2)
 
 
 def config_doc(tb, instance: str, extra: list[dict] | None = None) -> dict:
@@ -95,80 +67,13 @@ def config_doc(tb, instance: str, extra: list[dict] | None = None) -> dict:
     }
 
 
-@dataclass
-class Daemon:
-    proc: subprocess.Popen[bytes]
-    url: str
-    config: Path
-    log: Path
-    tb: object
-    instance: str
-
-    def metrics(self) -> Samples:
-        status, body, _ = http(f"{self.url}/metrics")
-        assert status == 200, body
-        return parse(body)
-
-    def write_config(self, doc: dict | str) -> None:
-        text = doc if isinstance(doc, str) else yaml.safe_dump(doc, sort_keys=False)
-        self.config.write_text(text)
-
-    def logs(self) -> list[dict]:
-        return [
-            json.loads(line) for line in self.log.read_text().splitlines() if line.startswith("{")
-        ]
-
-
-def start_daemon(tb, tmp: Path, doc: dict, *args: str) -> Daemon:
-    config = tmp / "relayprobe.yml"
-    config.write_text(yaml.safe_dump(doc, sort_keys=False))
-    port = free_port()
-    env = {
-        **os.environ,
-        "TB_PROBE_PASSWORD": tb.users["probe@probe.test"],
-        "TB_INBOX_PASSWORD": tb.users["inbox@probe.test"],
-        "TB_TAG_SECRET": TAG_SECRET,
-    }
-    log = tmp / "daemon.log"
-    cmd = [sys.executable, "-m", "exporters.daemon", "--config.file", str(config),
-           "--web.listen-address", f"127.0.0.1:{port}", "--log.format", "json", *args]  # fmt: skip
-    with open(log, "wb") as err:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=err, stderr=err)
-    scheme = "https" if "--web.config.file" in args else "http"
-    return Daemon(proc, f"{scheme}://127.0.0.1:{port}", config, log, tb, doc["instance"])
-
-
-def stop(proc: subprocess.Popen[bytes], timeout: float = 20) -> int:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            return proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            raise
-    return proc.returncode
-
-
 @pytest.fixture(scope="module")
 def daemon(testbed, tmp_path_factory) -> Iterator[Daemon]:
     tmp = tmp_path_factory.mktemp("exporter")
     instance = f"test-exp-{os.getpid()}-{int(time.time()) % 100000}"
-    d = start_daemon(testbed, tmp, config_doc(testbed, instance), "--shutdown.grace", "5",
-                     "--smtp.max-messages-per-minute", "300")  # fmt: skip
-    try:
-        wait_for("/-/ready", lambda: _ready(d), 20)
+    with running_daemon(testbed, tmp, config_doc(testbed, instance), "--shutdown.grace", "5",
+                        "--smtp.max-messages-per-minute", "300") as d:  # fmt: skip
         yield d
-    finally:
-        stop(d.proc)
-
-
-def _ready(d: Daemon) -> bool:
-    assert d.proc.poll() is None, f"daemon exited: {d.log.read_text()}"
-    try:
-        return http(f"{d.url}/-/ready", timeout=2)[0] == 200
-    except (urllib.error.URLError, OSError):
-        return False
 
 
 def test_every_target_has_series_from_start_up(daemon):
@@ -235,6 +140,40 @@ def test_exposition_passes_promtool_check_metrics(daemon):
     assert all(len(ln.rsplit("} ", 1)[-1].split()) <= 2 for ln in samples)
     assert all(re.fullmatch(r"\S+(\{.*\})? \S+", ln) for ln in samples)
     assert "Cached from the last scheduled probe run" in body
+
+
+def test_rules_and_dashboard_use_only_names_the_live_daemon_exposes(daemon, monkeypatch):
+    # Issue #7: the names come from a live scrape after real probe runs, not from the fixture.
+    def ran() -> bool:
+        m = daemon.metrics()
+        return all(
+            (value(m, "relayprobe_runs_total", target=t) or 0) >= 1 for t in ("good", "broken")
+        )
+
+    wait_for("a finished run of good and broken", ran, 40)
+    status, body, _ = http(f"{daemon.url}/metrics")
+    assert status == 200, body
+    live = names_from_exposition(body)  # sample names, plus every family declared by # TYPE
+    for path in (RULES, DASHBOARD):
+        used, where = metric_names_in(path.read_text()), os.path.relpath(path, ROOT)
+        assert used, f"no relayprobe_ metric name found in {where}"
+        assert used <= live, (
+            f"{where} uses {sorted(used - live)}, which the daemon's "
+            f"{daemon.url}/metrics does not expose: fix the name or expose the metric"
+        )
+    monkeypatch.delenv("RELAYPROBE_METRICS_SOURCE", raising=False)
+    fixture = exposed_metric_names()  # now read from tests/fixtures/metric_names.txt
+    assert fixture == live, (
+        f"tests/fixtures/metric_names.txt is out of date: the daemon also exposes "
+        f"{sorted(live - fixture)} and no longer {sorted(fixture - live)}"
+    )
+    families = dict(re.findall(r"^# TYPE (\S+) (\S+)$", body, re.M))
+    lines = [ln.split() for ln in FIXTURE.read_text().splitlines() if ln and ln[0] != "#"]
+    drift = set(families.items()) ^ {(name, kind) for name, kind in lines}
+    assert not drift, f"family types differ from tests/fixtures/metric_names.txt: {sorted(drift)}"
+    # The documented switch of test_alerts/test_dashboard to a live source reads the same set.
+    monkeypatch.setenv("RELAYPROBE_METRICS_SOURCE", f"{daemon.url}/metrics")
+    assert exposed_metric_names() == live
 
 
 def test_configuration_failure_backs_off_visibly(daemon):

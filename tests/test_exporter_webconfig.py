@@ -17,7 +17,7 @@ import trustme
 import yaml
 
 from exporters.webconfig import WebConfigError, load_web_config
-from tests.test_exporter_daemon import ROOT, free_port, stop, wait_for
+from tests.daemon_helpers import ROOT, free_port, stop, wait_for
 
 PASSWORD = "scrape-Secret-1"
 

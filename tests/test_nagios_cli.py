@@ -40,8 +40,13 @@ def run(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> t
 class Exporter:
     """Stand-in for relayprobe's GET /api/results on 127.0.0.1 (a real http.server).
 
-    The exporter daemon is not written yet: this serves the documented shape
-    {"results": [ProbeResult.to_dict() + "finished_at"]}; switch to the real daemon when it lands.
+    The passive checks against the real daemon on the local mail system (OK, CRITICAL, stale) are
+    in tests/test_nagios_passive_daemon.py. This stand-in stays for what that daemon cannot be made
+    to do on demand: answer HTTP 500, answer too slowly for -t, refuse the connection once stopped,
+    or serve an exact result (Microsoft-only verdicts such as compauth and SCL, which the local
+    mail system never stamps, or a fixed age or date) so the whole output can be compared. The
+    junk and basic-auth cases could use the daemon too; they stay here as they need no mail system.
+    It serves the daemon's shape, {"results": [ProbeResult.to_dict() + "finished_at"]}.
     """
 
     def __init__(self) -> None:
