@@ -109,7 +109,15 @@ class Daemon:
             log.info("config reloaded", extra={"targets": len(config.targets)})
             return []
 
-    async def serve(self, config: Config, host: str | None, port: int, grace: float) -> int:
+    async def serve(
+        self,
+        config: Config,
+        host: str | None,
+        port: int,
+        grace: float,
+        stop: asyncio.Event | None = None,
+    ) -> int:
+        """Serve until SIGTERM/SIGINT (or ``stop`` is set), then shut down gracefully."""
         self._ssl = self.web.ssl_context()
         from exporters.http import build_app
 
@@ -122,7 +130,7 @@ class Daemon:
             log.error("cannot listen on %s:%d: %s", host or "*", port, exc.strerror or exc)
             await runner.cleanup()
             return 1
-        stop = asyncio.Event()
+        stop = stop or asyncio.Event()
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)

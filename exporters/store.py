@@ -5,7 +5,7 @@ from __future__ import annotations
 import bisect
 import datetime as dt
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from probe.result import ProbeResult
@@ -73,6 +73,8 @@ class ResultStore:
 
     def __init__(self) -> None:
         self._targets: dict[str, TargetState] = {}
+        #: Called with every recorded result (``relayprobe demo`` prints them as they come).
+        self.listeners: list[Callable[[ProbeResult], None]] = []
 
     def set_targets(self, targets: Iterable[tuple[str, float]]) -> None:
         """Make the store hold exactly these (name, interval) targets; kept ones keep their state."""
@@ -113,6 +115,8 @@ class ResultStore:
             state.junk += 1
         if result.timings.delivery_seconds is not None:
             state.observe_delivery(result.timings.delivery_seconds)
+        for listener in self.listeners:
+            listener(result)
 
     def record_late(self, name: str) -> bool:
         """Count a timed-out probe of ``name`` that arrived late; False for unknown names."""

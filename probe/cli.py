@@ -74,6 +74,13 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--interval", type=float, default=10.0, metavar="SECONDS")
     demo.add_argument("--count", type=int, default=0, help="stop after N rounds (0: until Ctrl-C)")
     demo.add_argument("--state-dir", metavar="DIR", help="where keys and the demo config go")
+    demo.add_argument(
+        "--web.listen-address",
+        dest="listen",
+        default="127.0.0.1:9833",
+        metavar="HOST:PORT",
+        help="where the demo serves its status page and metrics (default 127.0.0.1:9833)",
+    )
     return parser
 
 
@@ -108,7 +115,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         from probe.demo import run_demo
 
-        return run_demo(interval=args.interval, count=args.count, state_dir=args.state_dir)
+        return run_demo(
+            interval=args.interval, count=args.count, state_dir=args.state_dir, listen=args.listen
+        )
     if args.command == "doctor":
         from probe.doctor import run_doctor
 

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 import os
 import secrets
-import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -14,13 +13,15 @@ from typing import TextIO
 
 import yaml
 
+from probe.result import ProbeResult
+
 _NEEDS_EXTRA = (
     "relayprobe demo needs the demo extra: pip install 'relayprobe[demo]' "
     "(aiosmtpd, dkimpy, authheaders, pymap)"
 )
 
 
-def write_demo_config(ems: object, state_dir: Path) -> Path:
+def write_demo_config(ems: object, state_dir: Path, *, interval: float = 10.0) -> Path:
     """Write the config a user would write for this mail system, secrets in 0600 files."""
     secret_dir = state_dir / "secrets"
     secret_dir.mkdir(parents=True, exist_ok=True)
@@ -49,6 +50,8 @@ def write_demo_config(ems: object, state_dir: Path) -> Path:
         "instance": "demo",
         "tag_secret_file": "secrets/tag_secret",
         "defaults": {
+            "interval": interval,
+            "jitter": 0,
             "timeout": "15s",
             "thresholds": {"warning": "5s", "critical": "10s"},
             "expect": {"spf": "pass", "dkim": "pass", "dmarc": "pass", "placement": "inbox"},
@@ -94,49 +97,69 @@ def write_demo_config(ems: object, state_dir: Path) -> Path:
 
 
 async def demo_loop(
-    *, interval: float, count: int, state_dir: Path, out: TextIO, stop: asyncio.Event
+    *,
+    interval: float,
+    count: int,
+    state_dir: Path,
+    listen: str,
+    out: TextIO,
+    stop: asyncio.Event,
 ) -> int:
+    """Run the exporter daemon on the embedded mail system; print each result as it comes."""
     try:
         from probe.embedded import EmbeddedMailSystem
     except ImportError:
         print(_NEEDS_EXTRA, file=sys.stderr)
         return 3
-    from probe.config import load_config
+    # The demo is the daemon (scheduler, metrics, status page) pointed at the embedded system.
+    from exporters.daemon import Daemon
+    from exporters.logfmt import setup_logging
     from probe.once import format_results
-    from probe.run import run_probe
 
+    host, _, port = listen.rpartition(":")
     async with EmbeddedMailSystem(state_dir) as ems:
-        path = write_demo_config(ems, state_dir)
-        config = load_config(path)
+        path = write_demo_config(ems, state_dir, interval=interval)
+        setup_logging("warn", "logfmt")
+        # Every result is printed below; the daemon's own "probe failed" lines would repeat them.
+        logging.getLogger("relayprobe.scheduler").setLevel(logging.CRITICAL)
+        daemon = Daemon(str(path), None)
+        config = daemon.load()
+        seen: dict[str, int] = {}
+
+        def show(result: ProbeResult) -> None:
+            seen[result.target] = seen.get(result.target, 0) + 1
+            out.write(f"[run {seen[result.target]}] " + format_results([result]))
+            out.flush()
+            if count and min(seen.get(t.name, 0) for t in config.targets) >= count:
+                stop.set()
+
+        daemon.store.listeners.append(show)
+        url = f"http://{host or '127.0.0.1'}:{port}"
         print(f"embedded mail system up: {ems!r}", file=out)
         print(f"demo config: {path}  (try: relayprobe validate {path})", file=out)
+        print(f"status page {url}/  metrics {url}/metrics  results {url}/api/results", file=out)
+        print(
+            "demo-direct-send is meant to fail: it shows how relayprobe reports a spoofed "
+            "direct send (SPF and DMARC fail, filed as junk).",
+            file=out,
+        )
         print(f"probing every {interval:g} s; Ctrl-C to stop\n", file=out, flush=True)
-        rounds = 0
-        while not stop.is_set():
-            rounds += 1
-            for target in config.targets:
-                result = await run_probe(config, target)
-                out.write(f"[round {rounds}] " + format_results([result]))
-                out.flush()
-            if count and rounds >= count:
-                break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), interval)
-    return 0
+        return await daemon.serve(config, host or "127.0.0.1", int(port), 5.0, stop)
 
 
-def run_demo(*, interval: float, count: int, state_dir: str | None) -> int:
+def run_demo(*, interval: float, count: int, state_dir: str | None, listen: str) -> int:
     base = Path(state_dir) if state_dir else Path(tempfile.mkdtemp(prefix="relayprobe-demo-"))
     base.mkdir(parents=True, exist_ok=True)
     os.chmod(base, 0o700)
 
     async def main() -> int:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
         return await demo_loop(
-            interval=interval, count=count, state_dir=base, out=sys.stdout, stop=stop
+            interval=interval,
+            count=count,
+            state_dir=base,
+            listen=listen,
+            out=sys.stdout,
+            stop=asyncio.Event(),
         )
 
     return asyncio.run(main())
