@@ -254,17 +254,12 @@ def run_doctor(
     err: TextIO = sys.stderr,
 ) -> int:
     """Check every (or the named) target; 0 when all steps pass, 2 when any fails, 3 bad config."""
-    from probe.config import ConfigError, load_config
+    from probe.once import load_selected
 
-    try:
-        config = load_config(path)
-        selected = [config.target(n) for n in targets] if targets else list(config.targets)
-    except ConfigError as exc:
-        for line in exc.errors:
-            print(f"relayprobe: {line}", file=err)
+    loaded = load_selected(path, targets, err=err)
+    if loaded is None:
         return 3
-    for warning in config.warnings:
-        print(f"warning: {warning}", file=err)
+    _config, selected = loaded
     report = _Report(out)
     for target in selected:
         checks: list[Callable[[_Report, Target], None]] = [_check_smtp, _check_imap]

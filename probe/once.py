@@ -6,9 +6,12 @@ import asyncio
 import json
 import sys
 from collections.abc import Sequence
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from probe.result import ProbeResult, Status
+
+if TYPE_CHECKING:
+    from probe.config import Config, Target
 
 
 def run_validate(path: str, *, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
@@ -28,6 +31,24 @@ def run_validate(path: str, *, out: TextIO = sys.stdout, err: TextIO = sys.stder
     return 0
 
 
+def load_selected(
+    path: str, names: Sequence[str] | None, *, err: TextIO
+) -> tuple[Config, list[Target]] | None:
+    """Load ``path`` and pick the named targets (all when None); print errors, None on failure."""
+    from probe.config import ConfigError, load_config
+
+    try:
+        config = load_config(path)
+        selected = [config.target(n) for n in names] if names else list(config.targets)
+    except ConfigError as exc:
+        for line in exc.errors:
+            print(f"relayprobe: {line}", file=err)
+        return None
+    for warning in config.warnings:
+        print(f"warning: {warning}", file=err)
+    return config, selected
+
+
 def run_once(
     path: str,
     *,
@@ -36,17 +57,10 @@ def run_once(
     out: TextIO = sys.stdout,
     err: TextIO = sys.stderr,
 ) -> int:
-    from probe.config import ConfigError, load_config
-
-    try:
-        config = load_config(path)
-        selected = [config.target(n) for n in targets] if targets else list(config.targets)
-    except ConfigError as exc:
-        for line in exc.errors:
-            print(f"relayprobe: {line}", file=err)
+    loaded = load_selected(path, targets, err=err)
+    if loaded is None:
         return 3
-    for warning in config.warnings:
-        print(f"warning: {warning}", file=err)
+    config, selected = loaded
     results = asyncio.run(_run_all(config, selected))
     if as_json:
         json.dump({"results": [r.to_dict() for r in results]}, out, indent=2)
