@@ -177,3 +177,23 @@ async def test_forged_lookalike_is_neither_counted_nor_deleted(testbed):
         uids = client.search(["SUBJECT", "0123456789abcdef"])
         client.delete_messages(uids)
         client.uid_expunge(uids)
+
+
+async def test_mailbox_unreachable_fails_before_anything_is_sent(testbed):
+    # The IMAP login comes first: with the mailbox down, no probe mail may be left in flight.
+    config = make_config(testbed, target_dict(testbed, mailbox={"port": 1}))
+    result = await run_probe(config, config.targets[0])
+    assert (result.status, result.stage, result.reason) == (
+        Status.CRITICAL,
+        Stage.DELIVER,
+        Reason.IMAP_FAILED,
+    )
+    assert f"imap {testbed.host}:1" in result.message
+    assert result.smtp is None and result.timings.smtp_connect_seconds is None
+
+
+async def test_missing_junk_folder_is_named(testbed):
+    config = make_config(testbed, target_dict(testbed, junk_folders=["Ongewenste e-mail"]))
+    result = await run_probe(config, config.targets[0])
+    assert (result.stage, result.reason) == (Stage.DELIVER, Reason.FOLDER_MISSING)
+    assert '"Ongewenste e-mail"' in result.message
