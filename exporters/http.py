@@ -181,8 +181,10 @@ _PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>relayprobe</title>
 <style>
 body {{ font-family: sans-serif; margin: 1.5em; }}
-table {{ border-collapse: collapse; font-size: 90%; }}
+table {{ border-collapse: collapse; font-size: 90%; width: 100%; }}
 th, td {{ border: 1px solid #ccc; padding: 0.25em 0.5em; text-align: left; vertical-align: top; }}
+td:nth-child(13), td:nth-child(14) {{ min-width: 12em; }}
+td:last-child {{ white-space: nowrap; }}
 tr.ok td:nth-child(2) {{ color: #176117; font-weight: bold; }}
 tr.fail td:nth-child(2), p.fail {{ color: #a01010; font-weight: bold; }}
 </style></head>
