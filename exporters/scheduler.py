@@ -23,6 +23,9 @@ from probe.result import CONFIGURATION_REASONS, ProbeResult
 from probe.run import new_watch, run_probe
 from probe.watcher import Found
 
+#: smtp_rejected runs in a row after which the target backs off too.
+PERSISTENT_REJECTIONS = 3
+
 log = logging.getLogger("relayprobe.scheduler")
 
 
@@ -249,7 +252,10 @@ class Scheduler:
         state = self.store.get(target.name)
         if state is None:
             return
-        if result.reason not in CONFIGURATION_REASONS:
+        # Microsoft throttles senders that keep failing (continuous error throttling, 5.2.25x),
+        # so a 5xx that repeats (mailbox full, blocked sender) is backed off like a config error.
+        persistent = state.consecutive_rejections >= PERSISTENT_REJECTIONS
+        if result.reason not in CONFIGURATION_REASONS and not persistent:
             if state.consecutive_config_failures:
                 log.info("backoff ended", extra={"target": target.name})
             self.store.set_backoff(target.name, 0.0, 0)
@@ -260,8 +266,10 @@ class Scheduler:
         job = self._aps.get_job(target.name)
         if job is not None:
             job.modify(next_run_time=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=delay))
+        kind = "a repeated rejection" if persistent else "a configuration-class failure"
         log.warning(
-            "backing off after a configuration-class failure: next run in %.0f s",
+            "backing off after %s: next run in %.0f s",
+            kind,
             delay,
             extra={"target": target.name, "reason": result.reason.value, "consecutive": n},
         )

@@ -45,6 +45,7 @@ class TargetState:
     cert_not_after: dt.datetime | None = None  # last one the relay showed; kept across failures
     backoff_seconds: float = 0.0
     consecutive_config_failures: int = 0
+    consecutive_rejections: int = 0  # smtp_rejected runs in a row (persistent 5xx)
     # Delivery histogram: per-bucket (non-cumulative) counts, the +Inf overflow, sum and count.
     bucket_counts: list[int] = field(default_factory=lambda: [0] * (len(DELIVERY_BUCKETS) + 1))
     delivery_sum: float = 0.0
@@ -105,6 +106,8 @@ class ResultStore:
         state.last = result
         state.finished_at = finished_at or dt.datetime.now(dt.UTC)
         state.runs += 1
+        is_rejection = result.reason.value == "smtp_rejected"
+        state.consecutive_rejections = state.consecutive_rejections + 1 if is_rejection else 0
         if result.success:
             state.last_success_at = state.finished_at
         else:

@@ -195,6 +195,23 @@ def test_configuration_failure_backs_off_visibly(daemon):
     assert all("RCPT TO" in e["msg"] for e in fails if e["reason"] == "smtp_rejected")
 
 
+def test_repeated_rejection_backs_off_after_three_runs(daemon):
+    # A 5xx that keeps coming back (mailbox full, blocked sender) would earn the sending mailbox
+    # Microsoft's continuous-error throttling: after three in a row the target backs off too.
+    def backing_off():
+        m = daemon.metrics()
+        return m if (value(m, "relayprobe_backoff_seconds", target="broken") or 0) > 0 else None
+
+    m = wait_for("broken to back off after repeated rejections", backing_off, 40)
+    rejected = value(
+        m, "relayprobe_failures_total", target="broken", stage="submit", reason="smtp_rejected"
+    )
+    assert rejected is not None and rejected >= 3
+    lines = [e for e in daemon.logs() if e.get("target") == "broken" and "backing off" in e["msg"]]
+    assert lines and "repeated rejection" in lines[0]["msg"]
+    assert lines[0]["reason"] == "smtp_rejected"
+
+
 def test_late_arrival_is_counted_and_removed(daemon):
     def late():
         m = daemon.metrics()
