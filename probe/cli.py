@@ -1,4 +1,4 @@
-"""The ``relayprobe`` command line: once, analyze, validate, demo, run, doctor (imports kept lazy)."""
+"""The ``relayprobe`` command line: once, analyze, validate, demo, run, doctor, login (lazy imports)."""
 
 from __future__ import annotations
 
@@ -50,6 +50,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     doctor.add_argument("--config", "--config.file", dest="config", required=True, metavar="FILE")
     doctor.add_argument("--target", action="append", metavar="NAME")
+
+    login = sub.add_parser(
+        "login",
+        help="sign a user in with a device code for a target's oauth2 device_code auth and keep "
+        "the refresh token in its token_cache_file",
+    )
+    login.add_argument("--config", "--config.file", dest="config", required=True, metavar="FILE")
+    login.add_argument("--target", required=True, metavar="NAME")
 
     once = sub.add_parser("once", help="run one probe per selected target and print the results")
     once.add_argument("--config", "--config.file", dest="config", required=True, metavar="FILE")
@@ -122,6 +130,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from probe.doctor import run_doctor
 
         return run_doctor(args.config, targets=args.target, out=sys.stdout, err=sys.stderr)
+    if args.command == "login":
+        from probe.login import run_login
+
+        return run_login(args.config, args.target, out=sys.stdout, err=sys.stderr)
     parser.error(f"unknown command {args.command}")
 
 

@@ -16,6 +16,7 @@ from probe.configtypes import (
     File,
     Host,
     Name,
+    NewFile,
     Port,
     Positive,
     Text,
@@ -66,8 +67,15 @@ class Auth(_Model):
         "password": {"password"},
         "token": {"token"},
         "oauth2": {"tenant_id", "client_id", "client_secret", "certificate_file", "thumbprint"}
-        | {"certificate_passphrase", "authority", "scope"},
+        | {"certificate_passphrase", "authority", "scope", "flow", "token_cache_file"},
     }
+    #: Keys a confidential client (app credential) uses and a device-code sign-in must not.
+    _app_only: ClassVar[tuple[str, ...]] = (
+        "client_secret",
+        "certificate_file",
+        "thumbprint",
+        "certificate_passphrase",
+    )
 
     method: Literal["password", "oauth2", "token"]
     username: Text
@@ -79,8 +87,11 @@ class Auth(_Model):
     thumbprint: Annotated[str, AfterValidator(_check(_thumbprint))] | None = None
     certificate_passphrase: Secret | None = None
     authority: Annotated[str, Field(pattern=r"^https://\S+$")] | None = None
-    scope: Text = "https://outlook.office365.com/.default"
+    scope: Text = "https://outlook.office365.com/.default"  # smtp/mailbox fill delegated ones
     token: Secret | None = None
+    # device_code: a user signs in once (relayprobe login); the refresh token lives in this file.
+    flow: Literal["client_credentials", "device_code"] = "client_credentials"
+    token_cache_file: NewFile | None = None
 
     @model_validator(mode="after")
     def check_rules(self) -> Auth:
@@ -93,7 +104,11 @@ class Auth(_Model):
         if need not in got:
             alt = f" or {need}_file" if need in self._secret_fields else ""
             out.append((need, f'required by method "{m}" (set {need}{alt})'))
-        if m == "oauth2":
+        if m == "oauth2" and self.flow == "device_code":
+            out += self._device_code_problems(got)
+        elif m == "oauth2":
+            if "token_cache_file" in got:
+                out.append(("token_cache_file", 'only used with flow "device_code"'))
             if not got & {"tenant_id", "authority"}:
                 out.append(("tenant_id", 'required by method "oauth2" (or set authority)'))
             creds = got & {"client_secret", "certificate_file"}
@@ -107,6 +122,43 @@ class Auth(_Model):
                     out.append((k, "only used with certificate_file"))
         _problems(*out)
         return self
+
+    def _device_code_problems(self, got: set[str]) -> list[tuple[str, str]]:
+        out = []
+        if not got & {"tenant_id", "authority"}:
+            out.append(("tenant_id", 'required by method "oauth2" (or set authority)'))
+        if "token_cache_file" not in got:
+            out.append(("token_cache_file", 'required by flow "device_code": the file that '
+                        "keeps the refresh token from relayprobe login"))  # fmt: skip
+        for k in self._app_only:
+            if k in got:
+                out.append((k, 'not used by flow "device_code": a user signs in, not the app '
+                            '(remove it, or use flow "client_credentials")'))  # fmt: skip
+        return out
+
+
+#: Delegated permissions a device-code sign-in asks for when auth.scope is left out (MSAL adds
+#: offline_access, openid and profile itself and refuses them in the list).
+DELEGATED_SCOPES = {
+    "smtp": "https://outlook.office.com/SMTP.Send",
+    "imap": "https://outlook.office.com/IMAP.AccessAsUser.All",
+}
+
+
+def _delegated_scope(protocol: str) -> Any:
+    """Fill auth.scope with the protocol's delegated permission for a device-code sign-in."""
+
+    def fill(data: Any) -> Any:
+        auth = data.get("auth") if isinstance(data, dict) else None
+        device = isinstance(auth, dict) and (auth.get("method"), auth.get("flow")) == (
+            "oauth2",
+            "device_code",
+        )
+        if device and "scope" not in auth:
+            data = {**data, "auth": {**auth, "scope": DELEGATED_SCOPES[protocol]}}
+        return data
+
+    return model_validator(mode="before")(classmethod(lambda _cls, data: fill(data)))
 
 
 def _default_port(ports: dict[str, int]) -> Any:
@@ -135,6 +187,7 @@ class Smtp(_Model):
     auth: Auth | None = None
 
     fill_port = _default_port({"starttls": 587, "tls": 465, "none": 25})
+    fill_scope = _delegated_scope("smtp")
 
     @model_validator(mode="after")
     def check_rules(self) -> Smtp:
@@ -160,6 +213,7 @@ class Mailbox(_Model):
     auth: Auth
 
     fill_port = _default_port({"tls": 993, "starttls": 143})
+    fill_scope = _delegated_scope("imap")
 
 
 class Expect(_Model):

@@ -103,6 +103,16 @@ def _readable(v: Path, info: ValidationInfo) -> Path:
     return p
 
 
+def _new_file(v: Path, info: ValidationInfo) -> Path:
+    """A file the probe writes (it may not exist yet); its directory must."""
+    p = resolve_path(v, (info.context or {}).get("base_dir"))
+    if not p.parent.is_dir():
+        raise ValueError(f'directory "{p.parent}" of "{p.name}" does not exist; create it first')
+    if p.is_dir():
+        raise ValueError(f'"{p}" is a directory; give a file name')
+    return p
+
+
 def _ca_bundle(v: Path) -> Path:
     try:
         ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=v)
@@ -141,6 +151,7 @@ Port = Annotated[int, BeforeValidator(_check(_no_bool)), Field(ge=1, le=65535)]
 Duration = Annotated[float, BeforeValidator(_check(_duration))]
 Positive = Annotated[float, BeforeValidator(_check(_duration)), AfterValidator(_check(_positive))]
 File = Annotated[Path, AfterValidator(_check(_readable))]
+NewFile = Annotated[Path, AfterValidator(_check(_new_file))]
 CaFile = Annotated[File, AfterValidator(_check(_ca_bundle))]
 _one_or_many = BeforeValidator(lambda v: [v] if isinstance(v, str) else v)
 

@@ -173,32 +173,37 @@ class _Fetcher:
             return entry.token
 
     def _exception(self, exc: Exception) -> ProbeFailure:
-        import requests
+        return explain_exception(self.auth, exc, self.secrets)
 
-        chain, e = [], exc
-        while e is not None and len(chain) < 5:
-            chain.append(e)
-            e = e.__cause__ or e.__context__
-        text = " ".join(str(x) for x in chain)
-        known = aadsts_remedy(text)
-        if known:
-            code, remedy = known
-            return _fail(self.auth, f"{code} ({type(exc).__name__})", remedy, self.secrets)
-        if "InvalidKeyError" in {type(x).__name__ for x in chain} or "private key" in text.lower():
-            return _fail(self.auth, f"the certificate_file key cannot sign ({_short(exc)})",
-                         "certificate_file must hold the app certificate's RSA private key in PEM "
-                         "(openssl pkcs12 -in app.pfx -out app.pem -nodes) and "
-                         "certificate_passphrase must match", self.secrets)  # fmt: skip
-        if any(isinstance(x, requests.exceptions.SSLError) for x in chain):
-            return _fail(self.auth, f"TLS to the authority failed ({_short(exc)})",
-                         f"trust the authority's CA ({CA_ENV}=FILE) or fix its certificate",
-                         self.secrets)  # fmt: skip
-        if any(isinstance(x, requests.exceptions.RequestException | OSError) for x in chain):
-            return _fail(self.auth, f"cannot reach the authority ({_short(exc)})",
-                         "check DNS, the outbound HTTPS proxy and firewall towards the "
-                         "authority; it retries on the next run", self.secrets)  # fmt: skip
-        return _fail(self.auth, f"{type(exc).__name__}: {_short(exc)}",
-                     "check tenant_id/authority and the credential", self.secrets)  # fmt: skip
+
+def explain_exception(auth: Auth, exc: Exception, secrets: tuple[str, ...] = ()) -> ProbeFailure:
+    """The ProbeFailure for an exception MSAL raised (network, TLS, key, AADSTS in the text)."""
+    import requests
+
+    chain, e = [], exc
+    while e is not None and len(chain) < 5:
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    text = " ".join(str(x) for x in chain)
+    known = aadsts_remedy(text)
+    if known:
+        code, remedy = known
+        return _fail(auth, f"{code} ({type(exc).__name__})", remedy, secrets)
+    if "InvalidKeyError" in {type(x).__name__ for x in chain} or "private key" in text.lower():
+        return _fail(auth, f"the certificate_file key cannot sign ({_short(exc)})",
+                     "certificate_file must hold the app certificate's RSA private key in PEM "
+                     "(openssl pkcs12 -in app.pfx -out app.pem -nodes) and "
+                     "certificate_passphrase must match", secrets)  # fmt: skip
+    if any(isinstance(x, requests.exceptions.SSLError) for x in chain):
+        return _fail(auth, f"TLS to the authority failed ({_short(exc)})",
+                     f"trust the authority's CA ({CA_ENV}=FILE) or fix its certificate",
+                     secrets)  # fmt: skip
+    if any(isinstance(x, requests.exceptions.RequestException | OSError) for x in chain):
+        return _fail(auth, f"cannot reach the authority ({_short(exc)})",
+                     "check DNS, the outbound HTTPS proxy and firewall towards the "
+                     "authority; it retries on the next run", secrets)  # fmt: skip
+    return _fail(auth, f"{type(exc).__name__}: {_short(exc)}",
+                 "check tenant_id/authority and the credential", secrets)  # fmt: skip
 
 
 def _short(exc: BaseException) -> str:
@@ -211,13 +216,19 @@ def token_provider(auth: Auth, *, ca_file: Path | None = None) -> TokenProvider:
     Tokens are cached in memory per app and renewed before they expire; every provider for the
     same app and credential shares them, so SMTP and IMAP of one app use one token. ``ca_file``
     (or the ``RELAYPROBE_OAUTH_CA_FILE`` environment variable) replaces the trust store for the
-    authority. Failures raise ``ProbeFailure(Stage.AUTH, Reason.OAUTH_TOKEN_FAILED, ...)`` with a
+    authority. With ``flow: device_code`` the tokens come from the user's sign-in kept in
+    ``token_cache_file`` (probe/oauth_delegated.py). Failures raise ``ProbeFailure(Stage.AUTH, Reason.OAUTH_TOKEN_FAILED, ...)`` with a
     remedy picked by the AADSTS code; tokens and secrets never appear in messages or logs.
     """
     if auth.method != "oauth2":
         raise ValueError(f'token_provider needs auth.method "oauth2", not "{auth.method}"')
     env_ca = os.environ.get(CA_ENV)
-    return _Fetcher(auth, ca_file or (Path(env_ca) if env_ca else None))
+    ca = ca_file or (Path(env_ca) if env_ca else None)
+    if auth.flow == "device_code":  # a user's sign-in from relayprobe login (oauth_delegated)
+        from probe.oauth_delegated import delegated_provider
+
+        return delegated_provider(auth, ca)
+    return _Fetcher(auth, ca)
 
 
 def provider_for(auth: Auth | None, *, ca_file: Path | None = None) -> TokenProvider | None:
@@ -238,6 +249,9 @@ def clear_cache() -> None:
     """Forget every cached token (tests; a reloaded configuration)."""
     with _LOCK:
         _CACHE.clear()
+    from probe.oauth_delegated import clear_states
+
+    clear_states()
 
 
 def xoauth2_string(user: str, token: str) -> str:

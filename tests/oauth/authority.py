@@ -3,6 +3,7 @@
 It serves OpenID discovery and a client-credentials token endpoint, checks client secrets and
 client assertions (certificates) like Entra, answers with Entra's AADSTS error shapes, and issues
 RS256 JWTs that carry the permitted mailbox in ``email`` (Dovecot's oauth2 passdb checks it).
+Device-code sign-ins and refresh tokens (delegated permissions) are in tests/oauth/device.py.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import trustme
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+
+from tests.oauth.device import DEVICE_CODE_GRANT, DeviceGrants
 
 SCOPE = "https://outlook.office365.com/.default"
 AUDIENCE = "https://outlook.office365.com"
@@ -73,6 +76,7 @@ class Authority:
         self.signing_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self._server: ThreadingHTTPServer | None = None
         self._lock = threading.Lock()
+        self.device = DeviceGrants(self)  # public clients: device code + refresh tokens
 
     # --- set-up --------------------------------------------------------------------------
     def add_secret_client(self, client_id: str, secret: str, mailbox: str) -> Client:
@@ -152,20 +156,27 @@ class Authority:
             "jti": secrets.token_hex(8),
             "xms_pad": base64.b64encode(secrets.token_bytes(self.pad_bytes * 3 // 4)).decode(),
         }
-        token = jwt.encode(
-            claims, self.signing_key, algorithm="RS256", headers={"kid": self.kid, "typ": "JWT"}
-        )
-        with self._lock:
-            self.issued.append(claims)
-            self.tokens.append(token)
         return {
             "token_type": "Bearer",
             "expires_in": self.token_lifetime,
             "ext_expires_in": self.token_lifetime,
-            "access_token": token,
+            "access_token": self.sign(claims),
         }
 
+    def sign(self, claims: dict, *, record: bool = True) -> str:
+        """An RS256 JWT with the key Dovecot validates against; recorded as issued."""
+        token = jwt.encode(
+            claims, self.signing_key, algorithm="RS256", headers={"kid": self.kid, "typ": "JWT"}
+        )
+        if record:
+            with self._lock:
+                self.issued.append(claims)
+                self.tokens.append(token)
+        return token
+
     def token_response(self, form: dict[str, str], endpoint: str) -> tuple[int, dict]:
+        if form.get("grant_type") in (DEVICE_CODE_GRANT, "refresh_token"):
+            return self.device.token(form)
         if form.get("grant_type") != "client_credentials":
             return _error(400, "unsupported_grant_type", 70003, "The app requested an "
                           "unsupported grant type.")  # fmt: skip
@@ -260,6 +271,8 @@ def _handler(authority: Authority) -> type[BaseHTTPRequestHandler]:
             length = int(self.headers.get("Content-Length") or 0)
             form = dict(urllib.parse.parse_qsl(self.rfile.read(length).decode()))
             endpoint = f"{authority.base}{urllib.parse.urlsplit(self.path).path}"
+            if self.path.split("?")[0] == f"/{authority.tenant}/oauth2/v2.0/devicecode":
+                return self._send(*authority.device.devicecode(form))
             if self.path.split("?")[0] != f"/{authority.tenant}/oauth2/v2.0/token":
                 return self._send(404, {"error": "not_found"})
             self._send(*authority.token_response(form, endpoint))

@@ -86,6 +86,7 @@ class OAuthEnv:
         self.pair.reject_direct_send(False)
         for c in self.authority.clients.values():
             c.permitted = True
+        self.authority.device.reset()
         oauth_mod.clear_cache()
 
 
@@ -116,6 +117,7 @@ def _start() -> OAuthEnv:
     pem.write_bytes(app_cert.private_key_pem.bytes() + app_cert.cert_chain_pems[0].bytes())
     pem.chmod(0o600)
     authority.add_cert_client("app-cert", app_cert.cert_chain_pems[0].bytes(), SENDER)
+    authority.device.add_public_client("app-public", SENDER)  # device-code sign-ins
     return OAuthEnv(authority, pair, pem, thumbprint_of(app_cert.cert_chain_pems[0].bytes()))
 
 
