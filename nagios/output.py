@@ -146,7 +146,13 @@ def _details(check: object, obs: object, opts: Options, now: dt.datetime | None)
             if opts.verbose >= 2:
                 lines.append(f"   BCL {spam.bcl}, SFV {spam.sfv}, CAT {spam.cat}")
     elif result.stage in (Stage.DELIVER, Stage.VERIFY):
-        lines.append(_line(by_name["outcome"].state, "delivery: not found in the watched folders"))
+        # No SMTP receipt: the mailbox check failed before anything was sent.
+        text = (
+            "delivery: not found in the watched folders"
+            if result.smtp is not None
+            else "delivery: mailbox not reachable, nothing was sent"
+        )
+        lines.append(_line(by_name["outcome"].state, text))
     if obs.finished_at is not None and now is not None:
         age = int(max(0.0, (now - obs.finished_at).total_seconds()))
         lines.append(_line("ok", f"result: {age}s old (max {opts.max_age:g}s) from {obs.source}"))

@@ -341,3 +341,19 @@ def test_passive_stale_state_can_be_critical() -> None:
     text, code = passive(delivered(), 3600, "--stale-state", "critical")
     assert code == 2
     assert text.startswith("M365 RELAY CRITICAL - m365-submission: last result is 3600s old")
+
+
+def test_unreachable_mailbox_says_nothing_was_sent() -> None:
+    down = ProbeResult(
+        target="m365-submission",
+        status=Status.CRITICAL,
+        stage=Stage.DELIVER,
+        reason=Reason.IMAP_FAILED,
+        message="deliver imap outlook.office365.com:993: connection refused; check mailbox.host",
+        started_at=T0,
+    )
+    text, code = out(down)
+    assert code == 2
+    assert "\\_[CRITICAL] delivery: mailbox not reachable, nothing was sent\n" in text
+    assert "not found in the watched folders" not in text
+    assert "message: deliver imap outlook.office365.com:993: connection refused" in text
