@@ -10,8 +10,6 @@ from probe.result import HeaderVerdict, Reason, Status
 if TYPE_CHECKING:
     from probe.config import Expect, Thresholds
 
-_RANK = {Status.OK: 0, Status.WARNING: 1, Status.UNKNOWN: 2, Status.CRITICAL: 3}
-
 
 @dataclass(frozen=True)
 class Finding:
@@ -61,7 +59,7 @@ def judge(
         )
     if not findings:
         return Judgement(Status.OK, Reason.OK, ())
-    findings.sort(key=lambda f: -_RANK[f.status])
+    findings.sort(key=lambda f: -f.status.severity)
     worst = findings[0]
     return Judgement(worst.status, worst.reason, tuple(findings))
 

@@ -79,10 +79,7 @@ async def _run_all(config, selected) -> list[ProbeResult]:  # type: ignore[no-un
 
 
 def worst(results: Sequence[ProbeResult]) -> Status:
-    order = [Status.OK, Status.WARNING, Status.UNKNOWN, Status.CRITICAL]
-    status = max((r.status for r in results), key=order.index, default=Status.UNKNOWN)
-    # Nagios ranks UNKNOWN below CRITICAL but above WARNING; exit codes keep their meaning.
-    return status
+    return max((r.status for r in results), key=lambda s: s.severity, default=Status.UNKNOWN)
 
 
 def _seconds(value: float | None) -> str:

@@ -21,6 +21,11 @@ class Status(StrEnum):
     def exit_code(self) -> int:
         return {"ok": 0, "warning": 1, "critical": 2, "unknown": 3}[self.value]
 
+    @property
+    def severity(self) -> int:
+        """Rank for "worst wins": ok < warning < unknown < critical (not the exit-code order)."""
+        return {"ok": 0, "warning": 1, "unknown": 2, "critical": 3}[self.value]
+
 
 class Stage(StrEnum):
     """Where in the round trip a probe ended (``done`` when it went all the way)."""

@@ -121,19 +121,12 @@ async def _round_trip(
                 message=message,
                 token_provider=smtp_token,
             )
-        except ProbeFailure as failure:
+        except BaseException as exc:  # a failure, a shutdown or a bug: stop waiting for this tag
             watch.give_up(tag)
-            failure.probe_id = tag.probe_id
+            if isinstance(exc, ProbeFailure):
+                exc.probe_id = tag.probe_id
             raise
-        except BaseException:  # cancelled (shutdown) or a bug: stop waiting for this tag
-            watch.give_up(tag)
-            raise
-    timings = Timings(
-        smtp_connect_seconds=outcome.phases.get("connect"),
-        smtp_tls_seconds=outcome.phases.get("tls"),
-        smtp_auth_seconds=outcome.phases.get("auth"),
-        smtp_submit_seconds=outcome.phases.get("submit"),
-    )
+    timings = _smtp_timings(outcome.phases)
     remaining = max(0.0, target.timeout - (time.monotonic() - t0))
     try:
         found = await asyncio.wait_for(asyncio.shield(arrival), remaining)
@@ -209,13 +202,18 @@ def _read_verdict(headers: bytes) -> HeaderVerdict:
     return parse_headers(headers)
 
 
-def _failed(target: Target, started_at: dt.datetime, failure: ProbeFailure) -> ProbeResult:
-    timings = Timings(
-        smtp_connect_seconds=failure.phases.get("connect"),
-        smtp_tls_seconds=failure.phases.get("tls"),
-        smtp_auth_seconds=failure.phases.get("auth"),
-        smtp_submit_seconds=failure.phases.get("submit"),
+def _smtp_timings(phases: dict[str, float]) -> Timings:
+    """Timings of the SMTP phases that ran (the rest stay None)."""
+    return Timings(
+        smtp_connect_seconds=phases.get("connect"),
+        smtp_tls_seconds=phases.get("tls"),
+        smtp_auth_seconds=phases.get("auth"),
+        smtp_submit_seconds=phases.get("submit"),
     )
+
+
+def _failed(target: Target, started_at: dt.datetime, failure: ProbeFailure) -> ProbeResult:
+    timings = _smtp_timings(failure.phases)
     # A configuration-class or relay failure is CRITICAL: the path an application uses is broken.
     return ProbeResult(
         target=target.name,

@@ -11,8 +11,8 @@ import pytest
 from probe.headers import header_block, parse_arrival_time, parse_headers, split_headers
 
 FIXTURES = Path(__file__).parent / "fixtures" / "headers"
-# The shared corpus holds real people's headers, so it is not copied into the repository.
-# The team's shared corpus sits beside the repository (CI lays a copy of shared/ there too).
+# The shared corpus holds real people's headers, so it is read where it lives (beside the
+# repository; CI lays a copy of shared/ there) and never copied in: without it these tests skip.
 _BESIDE = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "headers"
 CORPUS = Path(os.environ.get("RELAYPROBE_HEADER_CORPUS", _BESIDE))
 CORPUS_FILES = sorted(CORPUS.glob("*.txt")) if CORPUS.is_dir() else []
