@@ -14,6 +14,7 @@ WORKDIR /src
 # Every dependency ships manylinux wheels: no compiler is needed, even in this stage.
 RUN python -m venv /opt/relayprobe
 COPY pyproject.toml README.md ./
+COPY relayprobe/ relayprobe/
 COPY probe/ probe/
 COPY exporters/ exporters/
 COPY nagios/ nagios/

@@ -25,11 +25,11 @@ sys.path.insert(0, str(ROOT))
 
 from probe import imap  # noqa: E402
 from probe.config import parse_config  # noqa: E402
-from probe.mailbox import MailboxWatch  # noqa: E402
+from probe.imap.watch import MailboxWatch  # noqa: E402
+from probe.imap.watcher import WatchSettings  # noqa: E402
 from probe.message import build_message  # noqa: E402
-from probe.smtp import send_probe  # noqa: E402
+from probe.smtp.submission import send_probe  # noqa: E402
 from probe.tag import make_tag  # noqa: E402
-from probe.watcher import WatchSettings  # noqa: E402
 
 USER, PASSWORD = "probe@probe.test", "ProbePass-1"
 

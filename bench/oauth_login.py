@@ -23,8 +23,8 @@ sys.path.insert(0, str(ROOT))
 import aiosmtplib  # noqa: E402
 import imapclient  # noqa: E402
 
-from probe import oauth  # noqa: E402
-from probe.run import run_probe  # noqa: E402
+from probe.m365 import tokens as oauth  # noqa: E402
+from probe.roundtrip import run_probe  # noqa: E402
 from tests.oauth.fixture import _start  # noqa: E402
 
 

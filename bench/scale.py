@@ -145,12 +145,27 @@ def run(args: argparse.Namespace) -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "TB_PROBE_PASSWORD": "ProbePass-1", "TB_INBOX_PASSWORD": "InboxPass-1",
-           "TB_TAG_SECRET": "relayprobe-bench-tag-secret-0123456789"}  # fmt: skip
-    cmd = [sys.executable, "-m", "exporters.daemon", "--config.file", str(tmp / "c.yml"),
-           "--web.listen-address", f"127.0.0.1:{port}", "--log.format", "json",
-           "--smtp.max-messages-per-minute", str(args.max_per_minute),
-           "--smtp.max-connections", str(args.max_connections)]  # fmt: skip
+    env = {
+        **os.environ,
+        "TB_PROBE_PASSWORD": "ProbePass-1",
+        "TB_INBOX_PASSWORD": "InboxPass-1",
+        "TB_TAG_SECRET": "relayprobe-bench-tag-secret-0123456789",
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "exporters.daemon",
+        "--config.file",
+        str(tmp / "c.yml"),
+        "--web.listen-address",
+        f"127.0.0.1:{port}",
+        "--log.format",
+        "json",
+        "--smtp.max-messages-per-minute",
+        str(args.max_per_minute),
+        "--smtp.max-connections",
+        str(args.max_connections),
+    ]
     log = tmp / "daemon.log"
     url = f"http://127.0.0.1:{port}"
     with open(log, "wb") as out:
@@ -179,10 +194,12 @@ def run(args: argparse.Namespace) -> int:
             samples.append(sample)
             if base is None and sample["t"] >= warmup:
                 base, base_runs = sample, totals.get("relayprobe_runs_total", 0)
-            print(f"{sample['t']:6.0f} {totals.get('relayprobe_runs_total', 0):7.0f} "
-                  f"{totals.get('relayprobe_success', 0):5.0f} {sample['cpu_s']:7.2f} "
-                  f"{sample['rss_mb']:7.1f} {sample['fds']:4d} {sample['threads']:4d} {ms:9.1f}",
-                  flush=True)  # fmt: skip
+            print(
+                f"{sample['t']:6.0f} {totals.get('relayprobe_runs_total', 0):7.0f} "
+                f"{totals.get('relayprobe_success', 0):5.0f} {sample['cpu_s']:7.2f} "
+                f"{sample['rss_mb']:7.1f} {sample['fds']:4d} {sample['threads']:4d} {ms:9.1f}",
+                flush=True,
+            )
         elapsed = time.monotonic() - start
         last = samples[-1]
         runs = last.get("relayprobe_runs_total", 0)

@@ -11,13 +11,13 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
-from exporters.logfmt import LEVELS, setup_logging
+from exporters.http import build_app
+from exporters.logs import LEVELS, setup_logging
 from exporters.metrics import CachedExposition
 from exporters.scheduler import Scheduler
 from exporters.store import ResultStore
 from exporters.webconfig import WebConfig, WebConfigError, load_web_config
-from probe import __version__
-from probe.config import Config, ConfigError, load_config
+from probe import Config, ConfigError, __version__, load_config
 
 log = logging.getLogger("relayprobe.daemon")
 
@@ -31,20 +31,51 @@ def _parser() -> argparse.ArgumentParser:
         description="Run every configured target on its schedule and serve Prometheus metrics.",
     )
     p.add_argument("--config.file", dest="config_file", required=True, metavar="FILE")
-    p.add_argument("--config.check", dest="config_check", action="store_true",
-                   help="validate the config (and the web config) and exit")  # fmt: skip
-    p.add_argument("--web.listen-address", dest="listen", default=f":{DEFAULT_PORT}",
-                   metavar="[HOST]:PORT", help=f"where to serve HTTP (default :{DEFAULT_PORT})")  # fmt: skip
-    p.add_argument("--web.config.file", dest="web_config", metavar="FILE",
-                   help="TLS and basic auth, exporter-toolkit format")  # fmt: skip
+    p.add_argument(
+        "--config.check",
+        dest="config_check",
+        action="store_true",
+        help="validate the config (and the web config) and exit",
+    )
+    p.add_argument(
+        "--web.listen-address",
+        dest="listen",
+        default=f":{DEFAULT_PORT}",
+        metavar="[HOST]:PORT",
+        help=f"where to serve HTTP (default :{DEFAULT_PORT})",
+    )
+    p.add_argument(
+        "--web.config.file",
+        dest="web_config",
+        metavar="FILE",
+        help="TLS and basic auth, exporter-toolkit format",
+    )
     p.add_argument("--log.level", dest="log_level", choices=list(LEVELS), default="info")
     p.add_argument("--log.format", dest="log_format", choices=["logfmt", "json"], default="logfmt")
-    p.add_argument("--shutdown.grace", dest="grace", type=float, default=SHUTDOWN_GRACE,
-                   metavar="SECONDS", help="how long SIGTERM waits for in-flight probes")  # fmt: skip
-    p.add_argument("--smtp.max-connections", dest="max_conn", type=int, default=3, metavar="N",
-                   help="concurrent SMTP sessions per sending mailbox (Microsoft: 3)")  # fmt: skip
-    p.add_argument("--smtp.max-messages-per-minute", dest="max_rate", type=int, default=30,
-                   metavar="N", help="probe messages per sending mailbox and minute (Microsoft: 30)")  # fmt: skip
+    p.add_argument(
+        "--shutdown.grace",
+        dest="grace",
+        type=float,
+        default=SHUTDOWN_GRACE,
+        metavar="SECONDS",
+        help="how long SIGTERM waits for in-flight probes",
+    )
+    p.add_argument(
+        "--smtp.max-connections",
+        dest="max_conn",
+        type=int,
+        default=3,
+        metavar="N",
+        help="concurrent SMTP sessions per sending mailbox (Microsoft: 3)",
+    )
+    p.add_argument(
+        "--smtp.max-messages-per-minute",
+        dest="max_rate",
+        type=int,
+        default=30,
+        metavar="N",
+        help="probe messages per sending mailbox and minute (Microsoft: 30)",
+    )
     p.add_argument("--version", action="version", version=f"relayprobe {__version__}")
     return p
 
@@ -119,8 +150,6 @@ class Daemon:
     ) -> int:
         """Serve until SIGTERM/SIGINT (or ``stop`` is set), then shut down gracefully."""
         self._ssl = self.web.ssl_context()
-        from exporters.http import build_app
-
         runner = web.AppRunner(build_app(self), access_log=None, handle_signals=False)
         await runner.setup()
         site = web.TCPSite(runner, host, port, ssl_context=self._ssl, reuse_address=True)
@@ -144,8 +173,14 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, on_hup)
         await self.scheduler.start(config)
         scheme = "https" if self._ssl else "http"
-        log.info("listening", extra={"address": f"{scheme}://{host or '0.0.0.0'}:{port}",
-                                     "targets": len(config.targets), "version": self.version})  # fmt: skip
+        log.info(
+            "listening",
+            extra={
+                "address": f"{scheme}://{host or '0.0.0.0'}:{port}",
+                "targets": len(config.targets),
+                "version": self.version,
+            },
+        )
         await stop.wait()
         log.info("shutting down: no new probes; waiting up to %.0f s for running ones", grace)
         abandoned = await self.scheduler.shutdown(grace)

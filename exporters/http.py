@@ -7,24 +7,38 @@ import base64
 import binascii
 import datetime as dt
 import html
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from aiohttp import web
 
 # 0.0.4 text: what Prometheus 2.x (Debian 12 ships 2.42) negotiates; our names need no escaping.
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4 as CONTENT_TYPE
 
-from exporters.metrics import exposition
-from exporters.scheduler import Busy
-from probe.result import rfc3339
+from exporters.metrics import CachedExposition, exposition
+from exporters.scheduler import Busy, Scheduler
+from exporters.store import ResultStore
+from exporters.webconfig import WebConfig
+from probe import AUTH_METHODS, rfc3339
 
-if TYPE_CHECKING:
-    from exporters.daemon import Daemon
+
+class Served(Protocol):
+    """What the HTTP surface reads from the daemon (exporters/daemon.py) and asks it to do."""
+
+    web: WebConfig
+    store: ResultStore
+    scheduler: Scheduler
+    exposition: CachedExposition
+    version: str
+    reload_ok: bool
+    reload_errors: list[str]
+
+    async def reload(self) -> list[str]: ...
+
 
 DAEMON = web.AppKey("daemon", object)
 
 
-def build_app(daemon: Daemon) -> web.Application:
+def build_app(daemon: Served) -> web.Application:
     app = web.Application(middlewares=[_basic_auth])
     app[DAEMON] = daemon
     app.router.add_get("/", landing)
@@ -37,7 +51,7 @@ def build_app(daemon: Daemon) -> web.Application:
     return app
 
 
-def _daemon(request: web.Request) -> Daemon:
+def _daemon(request: web.Request) -> Served:
     return request.app[DAEMON]  # type: ignore[return-value]
 
 
@@ -133,8 +147,10 @@ async def landing(request: web.Request) -> web.Response:
         r, name = state.last, html.escape(state.name)
         link = f'<a href="probe?target={html.escape(state.name, quote=True)}">probe now</a>'
         if r is None:
-            rows.append(f'<tr class="pending"><td>{name}</td><td colspan="13">no run yet</td>'
-                        f"<td>{link}</td></tr>")  # fmt: skip
+            rows.append(
+                f'<tr class="pending"><td>{name}</td><td colspan="13">no run yet</td>'
+                f"<td>{link}</td></tr>"
+            )
             continue
         t, a = r.timings, r.verdict.auth
         verdict = "ok" if r.success else "FAILED"
@@ -143,17 +159,12 @@ async def landing(request: web.Request) -> web.Response:
             name,
             f"{verdict} ({r.status.value})",
             f"{r.stage.value} / {r.reason.value}",
-            *map(_s, (t.smtp_connect_seconds, t.smtp_tls_seconds, t.smtp_auth_seconds)),
-            *map(_s, (t.smtp_submit_seconds, t.delivery_seconds, t.total_seconds)),
+            *(_s(seconds) for _, seconds in t.smtp_phases()),
+            *map(_s, (t.delivery_seconds, t.total_seconds)),
             r.arrival.placement + (f" ({r.arrival.folder})" if r.arrival.folder else ""),
             " ".join(
                 f"{k}={v}"
-                for k, v in (
-                    ("spf", a.spf),
-                    ("dkim", a.dkim),
-                    ("dmarc", a.dmarc),
-                    ("compauth", a.compauth),
-                )
+                for k, v in ((method, getattr(a, method)) for method in AUTH_METHODS)
                 if v
             )
             or "–",
@@ -164,10 +175,14 @@ async def landing(request: web.Request) -> web.Response:
         klass = "ok" if r.success else "fail"
         tds = "".join(f"<td>{html.escape(str(c))}</td>" for c in cells)
         rows.append(f'<tr class="{klass}">{tds}<td>{link}</td></tr>')
-    reload_note = "" if d.reload_ok else (
-        '<p class="fail">The last configuration reload failed; the previous configuration '
-        f"keeps running: {html.escape('; '.join(d.reload_errors))}</p>"
-    )  # fmt: skip
+    reload_note = (
+        ""
+        if d.reload_ok
+        else (
+            '<p class="fail">The last configuration reload failed; the previous configuration '
+            f"keeps running: {html.escape('; '.join(d.reload_errors))}</p>"
+        )
+    )
     page = _PAGE.format(
         version=html.escape(d.version),
         now=rfc3339(dt.datetime.now(dt.UTC)),

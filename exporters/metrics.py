@@ -15,19 +15,17 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from exporters.store import ResultStore, TargetState
+from probe import AUTH_METHODS, SMTP_PHASES
 
 CACHED = (
     "Cached from the last scheduled probe run (a mail round trip is too slow to run per scrape)."
 )
+#: relayprobe_phase_duration_seconds labels and their Timings fields.
 PHASES = (
-    ("smtp_connect", "smtp_connect_seconds"),
-    ("smtp_tls", "smtp_tls_seconds"),
-    ("smtp_auth", "smtp_auth_seconds"),
-    ("smtp_submit", "smtp_submit_seconds"),
+    *((f"smtp_{phase}", f"smtp_{phase}_seconds") for phase in SMTP_PHASES),
     ("delivery", "delivery_seconds"),
     ("total", "total_seconds"),
 )
-AUTH_METHODS = ("spf", "dkim", "dmarc", "compauth")
 # RFC 8601 results plus Microsoft's; anything else a header says becomes "other" (bounded labels).
 AUTH_RESULTS = frozenset(
     {"pass", "fail", "softfail", "neutral", "none", "temperror", "permerror", "policy"}

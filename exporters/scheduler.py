@@ -16,12 +16,17 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from exporters.limits import SendGate
 from exporters.store import ResultStore
-from probe.config import Config, Target
-from probe.errors import ProbeFailure
-from probe.mailbox import MailboxWatch
-from probe.result import CONFIGURATION_REASONS, ProbeResult
-from probe.run import new_watch, run_probe
-from probe.watcher import Found
+from probe import (
+    CONFIGURATION_REASONS,
+    Config,
+    Found,
+    MailboxWatch,
+    ProbeFailure,
+    ProbeResult,
+    Target,
+    new_watch,
+    run_probe,
+)
 
 #: smtp_rejected runs in a row after which the target backs off too.
 PERSISTENT_REJECTIONS = 3

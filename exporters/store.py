@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from probe.result import ProbeResult
+from probe import ProbeResult, rfc3339
 
 #: Delivery latency buckets (seconds): sub-second local relays up to Microsoft's 30-minute worst cases.
 DELIVERY_BUCKETS: tuple[float, ...] = (
@@ -138,9 +138,7 @@ class ResultStore:
             state.version += 1
 
     def results(self) -> list[dict[str, object]]:
-        """The /api/results document body: each last result in the DESIGN shape plus finished_at."""
-        from probe.result import rfc3339
-
+        """The /api/results document body: each last result (ProbeResult.to_dict) plus finished_at."""
         out: list[dict[str, object]] = []
         for state in self._targets.values():
             if state.last is not None:

@@ -9,7 +9,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from nagios.options import Options, UsageError
+from nagiosplugin import Range
+
+from nagios.argspec import UsageError
+from nagios.options import Options
+from probe import AUTH_METHODS, Thresholds, load_config, parse_config, run_probe
 
 _TAG_ENV = "RELAYPROBE_CHECK_TAG_SECRET"
 
@@ -78,8 +82,6 @@ def _smtp_password(opts: Options) -> dict[str, str]:
 
 def load(opts: Options) -> tuple[Any, Any]:
     """(config, target) for the options; raises probe.config.ConfigError or UsageError."""
-    from probe.config import load_config, parse_config
-
     if opts.mode == "config":
         config = load_config(opts.config)
         return config, config.target(opts.target)
@@ -95,13 +97,9 @@ def apply_options(target: Any, opts: Options) -> tuple[Any, Options]:
     plugin's evaluation; -w/-c ranges are richer than the config's seconds, so with them the
     target's thresholds are cleared and the plugin alone judges latency.
     """
-    from nagiosplugin import Range
-
-    from probe.config import Thresholds
-
     expect: dict[str, Any] = {k: list(v) for k, v in opts.expect.items()}
     if opts.expect:  # the options replace the target's auth expectations as a whole
-        expect = {m: expect.get(m) for m in ("spf", "dkim", "dmarc", "compauth")}
+        expect = {m: expect.get(m) for m in AUTH_METHODS}
     if opts.max_scl is not None:
         expect["max_scl"] = opts.max_scl
     if opts.junk_severity == "ok":
@@ -124,6 +122,4 @@ def apply_options(target: Any, opts: Options) -> tuple[Any, Options]:
 
 
 async def run(config: Any, target: Any) -> Any:
-    from probe.run import run_probe
-
     return await run_probe(config, target)

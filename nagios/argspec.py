@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 from typing import Any, NoReturn
 
+from probe import AUTH_METHODS
+
 PROG = "check_m365_relay"
 SMTP_PASSWORD_ENV = "RELAYPROBE_SMTP_PASSWORD"
 IMAP_PASSWORD_ENV = "RELAYPROBE_IMAP_PASSWORD"
 EXPORTER_PASSWORD_ENV = "RELAYPROBE_EXPORTER_PASSWORD"
-AUTH_METHODS = ("spf", "dkim", "dmarc", "compauth")
 STATES = ("ok", "warning", "critical", "unknown")
 RANGE_HELP = "[@][start:][end] in seconds, e.g. 60, 10:, ~:60, 10:20 or @10:20"
 RANGE_EXAMPLES = "use e.g. 60, 10:, ~:60, 10:20 or @10:20"
@@ -60,7 +61,7 @@ class _PasswordRefused(argparse.Action):
         )
 
 
-def _parser() -> _Parser:
+def build_parser() -> _Parser:
     p = _Parser(
         prog=PROG,
         usage=USAGE,

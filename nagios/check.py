@@ -59,7 +59,7 @@ def _active(opts: Options) -> Rendered:
 
     from nagios import active
     from nagios.output import Problem, render, timeout_problem
-    from probe.config import ConfigError
+    from probe import ConfigError
 
     try:
         config, target = active.load(opts)
@@ -81,7 +81,7 @@ def _active(opts: Options) -> Rendered:
         except TimeoutError:
             return problem
 
-    from nagios.evaluate import Observation
+    from nagios.contexts import Observation
 
     outcome = asyncio.run(guarded())
     signal.setitimer(signal.ITIMER_REAL, 0)
@@ -95,9 +95,11 @@ def main(argv: list[str] | None = None) -> NoReturn:
     args = sys.argv[1:] if argv is None else argv
     try:
         if {"-h", "--help", "-V", "--version"} & set(args):
-            from nagios.argspec import _parser
+            from nagios.argspec import build_parser
 
-            _parser().parse_known_args(args)  # the fast path: argparse alone raises HelpRequested
+            build_parser().parse_known_args(
+                args
+            )  # the fast path: argparse alone raises HelpRequested
         from nagios.options import parse_options
 
         opts = parse_options(args)

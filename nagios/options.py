@@ -11,18 +11,16 @@ if TYPE_CHECKING:
     from nagiosplugin import Range
 
 from nagios.argspec import (
-    AUTH_METHODS,
     EXPORTER_PASSWORD_ENV,
     IMAP_PASSWORD_ENV,
     RANGE_EXAMPLES,
     SMTP_PASSWORD_ENV,
-    USAGE,
-    HelpRequested,
     UsageError,
-    _parser,
+    build_parser,
 )
+from probe import AUTH_METHODS
 
-__all__ = ["USAGE", "HelpRequested", "Options", "UsageError", "parse_options"]
+__all__ = ["Options", "parse_options"]
 
 
 @dataclass(frozen=True)
@@ -116,7 +114,7 @@ def _mode(ns: argparse.Namespace) -> str:
 def parse_options(argv: list[str] | None = None) -> Options:
     """Parse and validate argv; raise UsageError (UNKNOWN) or HelpRequested (-h/-V, UNKNOWN)."""
     args = sys.argv[1:] if argv is None else argv
-    ns, extra = _parser().parse_known_args(args)
+    ns, extra = build_parser().parse_known_args(args)
     if extra:
         # Name only option-like tokens: a mistyped option's value may be a secret.
         flags = [a.split("=", 1)[0] for a in extra if a.startswith("-")]

@@ -7,10 +7,11 @@ import io
 import logging
 from dataclasses import dataclass
 
-from nagios.options import USAGE, Options
+from nagios.argspec import USAGE
+from nagios.options import Options
+from probe import Reason, Stage, Status, rfc3339
 
 PREFIX = "M365 RELAY"
-_EXIT = {"ok": 0, "warning": 1, "critical": 2, "unknown": 3}
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ def render_problem(problem: Problem) -> Rendered:
         f"{PREFIX} {problem.state.upper()} - {problem.summary}", "status"
     )
     out.add_longoutput(list(problem.details))
-    return Rendered(str(out), _EXIT[problem.state])
+    return Rendered(str(out), Status(problem.state).exit_code)
 
 
 def usage_problem(message: str) -> Problem:
@@ -89,24 +90,14 @@ def obs_reason(check: object) -> object:
 
 
 def _details(check: object, obs: object, opts: Options, now: dt.datetime | None) -> list[str]:
-    from nagios.evaluate import arrived, auth_text, seconds
-    from probe.result import Reason, Stage
+    from nagios.contexts import arrived, auth_text, seconds
 
     result = obs.result
     by_name = check.results
     lines = []
     t = result.timings
     if result.smtp is not None:
-        phases = [
-            f"{label} {seconds(v)}"
-            for label, v in (
-                ("connect", t.smtp_connect_seconds),
-                ("tls", t.smtp_tls_seconds),
-                ("auth", t.smtp_auth_seconds),
-                ("submit", t.smtp_submit_seconds),
-            )
-            if v is not None
-        ]
+        phases = [f"{label} {seconds(v)}" for label, v in t.smtp_phases() if v is not None]
         failed_here = result.stage in (Stage.CONNECT, Stage.TLS, Stage.AUTH, Stage.SUBMIT)
         state = by_name["outcome"].state if failed_here else "ok"
         text = f"SMTP {result.smtp.host}:{result.smtp.port}: " + (", ".join(phases) or "no reply")
@@ -199,11 +190,10 @@ def _stale(obs: object, opts: Options, now: dt.datetime) -> Rendered | None:
             "(its log and /-/healthy); --max-age must exceed the probe interval plus its timeout",
         ]
     )
-    return Rendered(str(out), _EXIT[opts.stale_state])
+    return Rendered(str(out), Status(opts.stale_state).exit_code)
 
 
 def _iso(when: dt.datetime) -> str:
-    from probe.result import rfc3339
 
     return rfc3339(when) or "?"
 
@@ -216,7 +206,7 @@ def render(obs: object, opts: Options, now: dt.datetime | None = None) -> Render
         stale = _stale(obs, opts, now)
         if stale is not None:
             return stale
-    from nagios.evaluate import arrived, build_check, seconds
+    from nagios.contexts import arrived, build_check, seconds
 
     check = build_check(obs, opts, now)
     check()

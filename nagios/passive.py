@@ -8,87 +8,34 @@ import json
 import os
 from typing import Any
 
-from nagios.evaluate import Observation
+from nagios.contexts import Observation
 from nagios.options import Options
 from nagios.output import Problem
-from probe.result import (
-    Arrival,
-    AuthVerdict,
-    HeaderVerdict,
-    ProbeResult,
-    Reason,
-    SmtpReceipt,
-    SpamVerdict,
-    Stage,
-    Status,
-    Timings,
-)
+from probe import ProbeResult, ResultError, parse_rfc3339
 
 
 class ExporterError(Exception):
     """The exporter could not be read or said something unusable: UNKNOWN with this text."""
 
 
-def _when(value: Any, what: str) -> dt.datetime | None:
-    if value is None:
-        return None
+def _observation(item: dict[str, Any], url: str) -> Observation:
+    """One /api/results item: its result and when it finished; ExporterError if it is unreadable."""
     try:
-        when = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        raise ExporterError(f"{what} '{value}' is not an RFC 3339 time") from None
-    if when.tzinfo is None:
-        raise ExporterError(f"{what} '{value}' has no time zone")
-    return when
-
-
-def result_from_dict(d: dict[str, Any]) -> tuple[ProbeResult, dt.datetime | None]:
-    """The inverse of ProbeResult.to_dict (plus "finished_at"); unknown values raise ExporterError."""
+        result = ProbeResult.from_dict(item)
+    except ResultError as exc:
+        if exc.field in ("status", "stage", "reason"):
+            raise ExporterError(
+                f"result has an unknown or missing status/stage/reason ({exc}): "
+                "is check_m365_relay older than the relayprobe daemon?"
+            ) from None
+        raise ExporterError(str(exc)) from None
     try:
-        status, stage, reason = Status(d["status"]), Stage(d["stage"]), Reason(d["reason"])
-    except (KeyError, ValueError) as exc:
-        raise ExporterError(
-            f"result has an unknown or missing status/stage/reason ({exc}): "
-            "is check_m365_relay older than the relayprobe daemon?"
-        ) from None
-    smtp = d.get("smtp")
-    timings = {
-        k: v for k, v in (d.get("timings") or {}).items() if k in Timings.__dataclass_fields__
-    }
-    auth = {k: v for k, v in (d.get("auth") or {}).items() if k in AuthVerdict.__dataclass_fields__}
-    spam = {k: v for k, v in (d.get("spam") or {}).items() if k in SpamVerdict.__dataclass_fields__}
-    arrival = d.get("arrival") or {}
-    result = ProbeResult(
-        target=str(d.get("target")),
-        status=status,
-        stage=stage,
-        reason=reason,
-        message=str(d.get("message") or ""),
-        started_at=_when(d.get("started_at"), "started_at") or dt.datetime.now(dt.UTC),
-        remedy=d.get("remedy"),
-        timings=Timings(**timings),
-        smtp=SmtpReceipt(
-            host=smtp.get("host") or "?",
-            port=smtp.get("port") or 0,
-            tls_version=smtp.get("tls_version"),
-            cipher=smtp.get("cipher"),
-            cert_not_after=_when(smtp.get("cert_not_after"), "cert_not_after"),
-            reply_code=smtp.get("reply_code"),
-            reply=smtp.get("reply"),
-        )
-        if smtp
-        else None,
-        arrival=Arrival(
-            folder=arrival.get("folder"),
-            placement=arrival.get("placement") or "missing",
-            late=bool(arrival.get("late")),
-        ),
-        verdict=HeaderVerdict(auth=AuthVerdict(**auth), spam=SpamVerdict(**spam)),
-        probe_id=d.get("probe_id"),
-    )
-    finished = _when(d.get("finished_at"), "finished_at")
+        finished = parse_rfc3339(item.get("finished_at"))
+    except ValueError as exc:
+        raise ExporterError(f"finished_at {exc}") from None
     if finished is None and result.timings.total_seconds is not None:
         finished = result.started_at + dt.timedelta(seconds=result.timings.total_seconds)
-    return result, finished or result.started_at
+    return Observation(result, finished or result.started_at, url)
 
 
 def _secret(opts: Options) -> str | None:
@@ -149,8 +96,7 @@ def _pick(document: Any, opts: Options, url: str) -> Observation | Problem:
     names = [r.get("target") for r in results if isinstance(r, dict)]
     for item in results:
         if isinstance(item, dict) and item.get("target") == opts.target:
-            result, finished = result_from_dict(item)
-            return Observation(result, finished, url)
+            return _observation(item, url)
     known = ", ".join(str(n) for n in names) or "none yet"
     return Problem(
         "unknown",

@@ -1,4 +1,4 @@
-"""Typed probe results: status, stage, reason and the measured parts, in the DESIGN JSON shape."""
+"""Typed probe results: status, stage, reason and the measured parts; the JSON contract of docs/architecture.md."""
 
 from __future__ import annotations
 
@@ -91,11 +91,70 @@ CONFIGURATION_REASONS = frozenset(
 )
 
 
+#: The SMTP phases of a submission, in order: Timings fields, metric and perfdata labels, text.
+SMTP_PHASES = ("connect", "tls", "auth", "submit")
+#: The receiver verdicts relayprobe reads, expects and exports, in display order.
+AUTH_METHODS = ("spf", "dkim", "dmarc", "compauth")
+
+
 def rfc3339(when: dt.datetime | None) -> str | None:
     """Format an aware datetime as RFC 3339 in UTC with a ``Z`` suffix."""
     if when is None:
         return None
     return when.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_rfc3339(text: str | None) -> dt.datetime | None:
+    """Read an ``rfc3339`` time back; ValueError says why ``text`` is not an aware RFC 3339 time."""
+    if text is None:
+        return None
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except (TypeError, ValueError):
+        raise ValueError(f"'{text}' is not an RFC 3339 time") from None
+    if when.tzinfo is None:
+        raise ValueError(f"'{text}' has no time zone")
+    return when
+
+
+class ResultError(ValueError):
+    """A result dict ``from_dict`` cannot read; ``field`` is the dotted path, e.g. ``smtp.port``."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field} {problem}")
+        self.field = field
+
+
+_KINDS: dict[type, str] = {
+    str: "a string",
+    int: "an integer",
+    float: "a number",
+    bool: "true or false",
+    dict: "an object",
+}
+
+
+def _get(data: dict[str, Any], path: str, kind: type, *, required: bool = False) -> Any:
+    """``data``'s value for the last key of ``path`` as ``kind`` (None if null or absent)."""
+    value = data.get(path.rpartition(".")[2])
+    if value is None:
+        if required:
+            raise ResultError(path, "is missing")
+        return None
+    if kind is dt.datetime:
+        try:
+            return parse_rfc3339(value)
+        except ValueError as exc:
+            raise ResultError(path, str(exc)) from None
+    if issubclass(kind, StrEnum):
+        try:
+            return kind(value)
+        except ValueError:
+            raise ResultError(path, f"{value!r} is unknown") from None
+    number = kind is float and isinstance(value, int)
+    if isinstance(value, bool) is not (kind is bool) or not (isinstance(value, kind) or number):
+        raise ResultError(path, f"{value!r} is not {_KINDS[kind]}")
+    return float(value) if kind is float else value
 
 
 @dataclass
@@ -108,6 +167,22 @@ class Timings:
     smtp_submit_seconds: float | None = None
     delivery_seconds: float | None = None
     total_seconds: float | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Timings:
+        """Read ``dataclasses.asdict`` of it back; keys this version does not know are ignored."""
+        return cls(
+            **{f.name: _get(data, f"timings.{f.name}", float) for f in dataclasses.fields(cls)}
+        )
+
+    @classmethod
+    def of_smtp(cls, phases: dict[str, float]) -> Timings:
+        """Timings of the SMTP phases that ran (keyed as SMTP_PHASES; the rest stay None)."""
+        return cls(**{f"smtp_{phase}_seconds": phases.get(phase) for phase in SMTP_PHASES})
+
+    def smtp_phases(self) -> list[tuple[str, float | None]]:
+        """(phase, seconds) for each of SMTP_PHASES, in order; None where it did not run."""
+        return [(phase, getattr(self, f"smtp_{phase}_seconds")) for phase in SMTP_PHASES]
 
 
 @dataclass
@@ -134,6 +209,19 @@ class SmtpReceipt:
             "reply": self.reply,
         }
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SmtpReceipt:
+        """The inverse of ``to_dict`` (``queue_id`` stays None); ResultError names a bad field."""
+        return cls(
+            host=_get(data, "smtp.host", str, required=True),
+            port=_get(data, "smtp.port", int, required=True),
+            tls_version=_get(data, "smtp.tls_version", str),
+            cipher=_get(data, "smtp.cipher", str),
+            cert_not_after=_get(data, "smtp.cert_not_after", dt.datetime),
+            reply_code=_get(data, "smtp.reply_code", int),
+            reply=_get(data, "smtp.reply", str),
+        )
+
 
 @dataclass
 class Arrival:
@@ -146,6 +234,16 @@ class Arrival:
 
     def to_dict(self) -> dict[str, Any]:
         return {"folder": self.folder, "placement": self.placement, "late": self.late}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Arrival:
+        """The inverse of ``to_dict`` (``late_count`` stays 0); null or absent means the default."""
+        values = {
+            "folder": _get(data, "arrival.folder", str),
+            "placement": _get(data, "arrival.placement", str),
+            "late": _get(data, "arrival.late", bool),
+        }
+        return cls(**{key: value for key, value in values.items() if value is not None})
 
 
 @dataclass
@@ -172,6 +270,11 @@ class AuthVerdict:
             "source": self.source,
         }
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AuthVerdict:
+        """The inverse of ``to_dict``, whose keys (all strings) it reads; ``dkim_all`` stays []."""
+        return cls(**{key: _get(data, f"auth.{key}", str) for key in cls().to_dict()})
+
 
 @dataclass
 class SpamVerdict:
@@ -185,6 +288,16 @@ class SpamVerdict:
 
     def to_dict(self) -> dict[str, Any]:
         return {"scl": self.scl, "bcl": self.bcl, "sfv": self.sfv, "cat": self.cat}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SpamVerdict:
+        """The inverse of ``to_dict`` (``dest`` stays None); ResultError names a bad field."""
+        return cls(
+            scl=_get(data, "spam.scl", int),
+            bcl=_get(data, "spam.bcl", int),
+            sfv=_get(data, "spam.sfv", str),
+            cat=_get(data, "spam.cat", str),
+        )
 
 
 @dataclass
@@ -208,6 +321,14 @@ class HeaderVerdict:
 
     def to_dict(self) -> dict[str, Any]:
         return {"auth": self.auth.to_dict(), "spam": self.spam.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> HeaderVerdict:
+        """The inverse of ``to_dict`` or a ProbeResult's; ``hops`` and ``arrived_at`` stay unset."""
+        return cls(
+            auth=AuthVerdict.from_dict(_get(data, "auth", dict) or {}),
+            spam=SpamVerdict.from_dict(_get(data, "spam", dict) or {}),
+        )
 
 
 @dataclass
@@ -249,3 +370,25 @@ class ProbeResult:
             "auth": self.verdict.auth.to_dict(),
             "spam": self.verdict.spam.to_dict(),
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ProbeResult:
+        """The inverse of ``to_dict``; a missing or malformed field raises ResultError naming it.
+
+        Fields to_dict omits (late_count, dkim_all, dest, hops, arrived_at, queue_id) keep defaults.
+        """
+        smtp = _get(data, "smtp", dict)
+        return cls(
+            status=_get(data, "status", Status, required=True),
+            stage=_get(data, "stage", Stage, required=True),
+            reason=_get(data, "reason", Reason, required=True),
+            target=_get(data, "target", str, required=True),
+            message=_get(data, "message", str, required=True),
+            started_at=_get(data, "started_at", dt.datetime, required=True),
+            remedy=_get(data, "remedy", str),
+            timings=Timings.from_dict(_get(data, "timings", dict) or {}),
+            smtp=SmtpReceipt.from_dict(smtp) if smtp is not None else None,
+            arrival=Arrival.from_dict(_get(data, "arrival", dict) or {}),
+            verdict=HeaderVerdict.from_dict(data),
+            probe_id=_get(data, "probe_id", str),
+        )

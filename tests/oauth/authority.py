@@ -65,7 +65,7 @@ class Authority:
     ca: trustme.CA
     tenant: str = "11111111-2222-3333-4444-555555555555"
     token_lifetime: int = 3600  # seconds; "expire tokens quickly" sets this low
-    pad_bytes: int = 1800  # real Microsoft tokens are 2-4 KB; so are ours (OAUTH-NOTES 3)
+    pad_bytes: int = 1800  # 2-4 KB like real Microsoft tokens (tests/oauth/README.md#token-size)
     clients: dict[str, Client] = field(default_factory=dict)
     issued: list[dict] = field(default_factory=list)  # claims of every token issued
     tokens: list[str] = field(default_factory=list)  # every token issued (for leak greps)

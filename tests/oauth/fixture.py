@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import trustme
 
-from probe import oauth as oauth_mod
 from probe.config import Config, parse_config
+from probe.m365 import tokens as oauth_mod
 from tests.oauth.authority import Authority, thumbprint_of
 from tests.oauth.mailpair import MailPair
 

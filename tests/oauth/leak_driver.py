@@ -12,13 +12,13 @@ import logging
 import sys
 import traceback
 
-from probe import oauth
+from exporters.logs import setup_logging
 from probe.config import load_config
-from probe.doctor import run_doctor
-from probe.errors import ProbeFailure
-from probe.logsetup import setup_cli_logging
-from probe.once import format_results
-from probe.run import run_probe
+from probe.failure import ProbeFailure
+from probe.m365 import tokens as oauth
+from probe.roundtrip import run_probe
+from relayprobe.doctor import run_doctor
+from relayprobe.once import format_results
 
 
 async def main(path: str) -> None:
@@ -41,7 +41,7 @@ async def main(path: str) -> None:
 
 if __name__ == "__main__":
     path, level = sys.argv[1], sys.argv[2]
-    setup_cli_logging(2)
+    setup_logging("debug", "text", protocol_steps=True)
     if level == "all":
         logging.getLogger().setLevel(logging.DEBUG)
         for name in ("imapclient", "aiosmtplib", "msal", "urllib3", "asyncio"):

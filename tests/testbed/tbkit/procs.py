@@ -55,7 +55,10 @@ DEV_LOG = Path("/dev/log")
 
 
 def proc_state(pid: int) -> tuple[str, int] | None:
-    """(state letter, start time) from /proc/PID/stat, or None when gone (pitfall 12: zombies)."""
+    """(state letter, start time) from /proc/PID/stat, or None when gone.
+
+    Zombies are read here, not by ``kill -0`` (tests/testbed/README.md#zombies-and-slow-milters).
+    """
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
@@ -150,7 +153,10 @@ def wait_ready(names: list[str], timeout: float = 20.0) -> None:
 
 
 def start_syslog(state: Path) -> None:
-    """pitfall 5: catch syslog(3) of the milters on /dev/log, only if nobody else serves it."""
+    """Catch syslog(3) of the milters on /dev/log, only if nobody else serves it.
+
+    See tests/testbed/README.md#syslog-catcher.
+    """
     if DEV_LOG.exists():
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         try:
@@ -189,7 +195,8 @@ def ns_start(state: Path, names: list[str]) -> None:
     with open(state / "log/start.log", "ab") as log:
         for name in names:
             cmd = [a.replace("{S}", str(state)) for a in DAEMONS[name][0]]
-            # pitfall 6: daemons must not inherit our stdout (a pipe would never close).
+            # Daemons must not inherit our stdout: a pipe would never close
+            # (tests/testbed/README.md#daemon-stdio).
             proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
             if proc.returncode != 0:
                 raise RuntimeError(
@@ -230,7 +237,10 @@ def start(state: Path, names: list[str]) -> None:
 
 
 def stop(state: Path, names: list[str], grace: float = 1.0) -> list[str]:
-    """Stop daemons (and all their children) by pid: SIGTERM, grace, SIGKILL (pitfall 12)."""
+    """Stop daemons (and all their children) by pid: SIGTERM, grace, SIGKILL.
+
+    See tests/testbed/README.md#zombies-and-slow-milters.
+    """
     kids = children_map()
     victims: list[int] = []
     stopped = []

@@ -84,7 +84,7 @@ def make_keys(state: Path) -> str:
     pub = ["pkey", "-in", "tb.private", "-pubout", "-outform", "DER"]
     der = _wait(_openssl(*pub, cwd=dkim), "DKIM pub")
     record = "v=DKIM1; k=rsa; p=" + base64.b64encode(der).decode()
-    # pitfall 16: a TXT character-string holds at most 255 bytes.
+    # A TXT character-string holds at most 255 bytes (tests/testbed/README.md#dkim-txt-strings).
     parts = [record[i : i + 250] for i in range(0, len(record), 250)]
     (dkim / "tb.txt").write_text(record + "\n")
     return ",".join(f'"{p}"' for p in parts)
@@ -180,7 +180,8 @@ def build(state: Path, dns_extra: list[Path], dovecot_include: list[Path]) -> No
     for path in (state / "mail", home):
         _chown(path, "mail", 0o750)
     _chown(state / "dkim/tb.private", "opendkim", 0o600)
-    _chown(state / "run/opendmarc", "opendmarc", 0o755)  # pitfall 11
+    # tests/testbed/README.md#opendmarc-pid-directory
+    _chown(state / "run/opendmarc", "opendmarc", 0o755)
     _chown(state / "lib/postfix", "postfix", 0o700)
     subprocess.run(
         [

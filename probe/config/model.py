@@ -1,0 +1,303 @@
+"""The config's pydantic models (as read from YAML and as resolved) and ConfigError."""
+
+from __future__ import annotations
+
+import re
+import socket
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+from probe.config.fields import (
+    Address,
+    CaFile,
+    Duration,
+    File,
+    Host,
+    Name,
+    NewFile,
+    Port,
+    Positive,
+    Text,
+    checked,
+    field_error,
+    no_bool,
+    results_field,
+    sha1_thumbprint,
+)
+from probe.config.secrets import Secret
+
+
+class ConfigError(Exception):
+    """Every problem found in a configuration, one "path: message" line each."""
+
+    def __init__(self, errors: list[str] | str, *, file: Path | None = None) -> None:
+        self.errors = [errors] if isinstance(errors, str) else list(errors)
+        self.file = file  # the config file, when loaded from one
+        super().__init__("\n".join(self.errors))
+
+
+def default_instance() -> str:
+    """The short host name, made into a valid name (instance ids are label values and tag fields)."""
+    short = socket.gethostname().split(".")[0]
+    clean = re.sub(r"[^A-Za-z0-9_.-]", "-", short).lstrip("_.-")[:63]
+    return clean or "relayprobe"
+
+
+class _Model(BaseModel):
+    # hide_input_in_errors: a ValidationError from direct construction must not echo a password.
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+    _secret_fields: ClassVar[tuple[str, ...]] = ()
+
+
+def _problems(*pairs: tuple[str, str]) -> None:
+    """Raise every cross-field problem of one model at once (field, message)."""
+    if pairs:
+        raise field_error("; ".join(m for _f, m in pairs), tuple(pairs))
+
+
+class Auth(_Model):
+    _secret_fields = ("password", "client_secret", "certificate_passphrase", "token")
+    _allowed: ClassVar[dict[str, set[str]]] = {
+        "password": {"password"},
+        "token": {"token"},
+        "oauth2": {"tenant_id", "client_id", "client_secret", "certificate_file", "thumbprint"}
+        | {"certificate_passphrase", "authority", "scope", "flow", "token_cache_file"},
+    }
+    #: Keys a confidential client (app credential) uses and a device-code sign-in must not.
+    _app_only: ClassVar[tuple[str, ...]] = (
+        "client_secret",
+        "certificate_file",
+        "thumbprint",
+        "certificate_passphrase",
+    )
+
+    method: Literal["password", "oauth2", "token"]
+    username: Text
+    password: Secret | None = None
+    tenant_id: Text | None = None
+    client_id: Text | None = None
+    client_secret: Secret | None = None
+    certificate_file: File | None = None
+    thumbprint: Annotated[str, AfterValidator(checked(sha1_thumbprint))] | None = None
+    certificate_passphrase: Secret | None = None
+    authority: Annotated[str, Field(pattern=r"^https://\S+$")] | None = None
+    scope: Text = "https://outlook.office365.com/.default"  # smtp/mailbox fill delegated ones
+    token: Secret | None = None
+    # device_code: a user signs in once (relayprobe login); the refresh token lives in this file.
+    flow: Literal["client_credentials", "device_code"] = "client_credentials"
+    token_cache_file: NewFile | None = None
+
+    @model_validator(mode="after")
+    def check_rules(self) -> Auth:
+        m, got = self.method, {k for k in self.model_fields_set if getattr(self, k) is not None}
+        out = [
+            (k, f'not used by method "{m}"') for k in sorted(got - self._allowed[m] - {"method"})
+        ]
+        out.remove(("username", f'not used by method "{m}"')) if "username" in got else None
+        need = {"password": "password", "token": "token", "oauth2": "client_id"}[m]
+        if need not in got:
+            alt = f" or {need}_file" if need in self._secret_fields else ""
+            out.append((need, f'required by method "{m}" (set {need}{alt})'))
+        if m == "oauth2" and self.flow == "device_code":
+            out += self._device_code_problems(got)
+        elif m == "oauth2":
+            if "token_cache_file" in got:
+                out.append(("token_cache_file", 'only used with flow "device_code"'))
+            if not got & {"tenant_id", "authority"}:
+                out.append(("tenant_id", 'required by method "oauth2" (or set authority)'))
+            creds = got & {"client_secret", "certificate_file"}
+            if len(creds) != 1:
+                what = "not both" if creds else "one is required"
+                out.append(("client_secret", f"set client_secret or certificate_file, {what}"))
+            if "certificate_file" in got and "thumbprint" not in got:
+                out.append(("thumbprint", "required with certificate_file"))
+            for k in ("thumbprint", "certificate_passphrase"):
+                if k in got and "certificate_file" not in got:
+                    out.append((k, "only used with certificate_file"))
+        _problems(*out)
+        return self
+
+    def _device_code_problems(self, got: set[str]) -> list[tuple[str, str]]:
+        out = []
+        if not got & {"tenant_id", "authority"}:
+            out.append(("tenant_id", 'required by method "oauth2" (or set authority)'))
+        if "token_cache_file" not in got:
+            out.append(
+                (
+                    "token_cache_file",
+                    'required by flow "device_code": the file that '
+                    "keeps the refresh token from relayprobe login",
+                )
+            )
+        for k in self._app_only:
+            if k in got:
+                out.append(
+                    (
+                        k,
+                        'not used by flow "device_code": a user signs in, not the app '
+                        '(remove it, or use flow "client_credentials")',
+                    )
+                )
+        return out
+
+
+#: Delegated permissions a device-code sign-in asks for when auth.scope is left out (MSAL adds
+#: offline_access, openid and profile itself and refuses them in the list).
+DELEGATED_SCOPES = {
+    "smtp": "https://outlook.office.com/SMTP.Send",
+    "imap": "https://outlook.office.com/IMAP.AccessAsUser.All",
+}
+
+
+def _delegated_scope(protocol: str) -> Any:
+    """Fill auth.scope with the protocol's delegated permission for a device-code sign-in."""
+
+    def fill(data: Any) -> Any:
+        auth = data.get("auth") if isinstance(data, dict) else None
+        device = isinstance(auth, dict) and (auth.get("method"), auth.get("flow")) == (
+            "oauth2",
+            "device_code",
+        )
+        if device and "scope" not in auth:
+            data = {**data, "auth": {**auth, "scope": DELEGATED_SCOPES[protocol]}}
+        return data
+
+    return model_validator(mode="before")(classmethod(lambda _cls, data: fill(data)))
+
+
+def _default_port(ports: dict[str, int]) -> Any:
+    def fill(data: Any) -> Any:
+        if isinstance(data, dict) and data.get("port") is None:
+            sec = data.get("security", next(iter(ports)))
+            data = (
+                {**data, "port": ports[sec]}
+                if isinstance(sec, str) and sec in ports
+                else {**data, "port": 1}
+            )
+        return data
+
+    return model_validator(mode="before")(classmethod(lambda _cls, data: fill(data)))
+
+
+class Smtp(_Model):
+    host: Host
+    port: Port = 587  # filled from security when left out: starttls 587, tls 465, none 25
+    security: Literal["starttls", "tls", "none"] = "starttls"
+    ca_file: CaFile | None = None
+    client_cert_file: File | None = None
+    client_key_file: File | None = None
+    helo: Text | None = None
+    timeout: Positive = 30.0
+    auth: Auth | None = None
+
+    fill_port = _default_port({"starttls": 587, "tls": 465, "none": 25})
+    fill_scope = _delegated_scope("smtp")
+
+    @model_validator(mode="after")
+    def check_rules(self) -> Smtp:
+        out = []
+        if self.security == "none" and self.auth is not None:
+            out.append(
+                (
+                    "auth",
+                    'not allowed with security "none": never send credentials '
+                    "unencrypted; use starttls or tls",
+                )
+            )
+        if self.client_cert_file and not self.client_key_file:
+            out.append(("client_key_file", "required with client_cert_file"))
+        if self.client_key_file and not self.client_cert_file:
+            out.append(("client_cert_file", "required with client_key_file"))
+        _problems(*out)
+        return self
+
+
+class Mailbox(_Model):
+    host: Host
+    port: Port = 993  # filled from security when left out: tls 993, starttls 143
+    security: Literal["tls", "starttls"] = "tls"
+    ca_file: CaFile | None = None
+    timeout: Positive = 30.0
+    folder: Text = "INBOX"
+    auth: Auth
+
+    fill_port = _default_port({"tls": 993, "starttls": 143})
+    fill_scope = _delegated_scope("imap")
+
+
+class Expect(_Model):
+    spf: results_field("spf") = None
+    dkim: results_field("dkim") = None
+    dmarc: results_field("dmarc") = None
+    compauth: results_field("compauth") = None
+    max_scl: Annotated[int, BeforeValidator(checked(no_bool)), Field(ge=-1, le=9)] | None = None
+    placement: Literal["inbox", "junk", "any"] = "inbox"
+    junk_severity: Literal["warning", "critical"] = "critical"
+
+
+class Thresholds(_Model):
+    warning: Positive | None = None
+    critical: Positive | None = None
+
+
+class TargetBase(_Model):
+    name: Name
+    mode: Literal["submission", "direct_send", "connector"] = "submission"
+    smtp: Smtp
+    mail_from: Address
+    rcpt_to: Address
+    mailbox: Mailbox
+
+
+class Target(TargetBase):
+    interval: float
+    timeout: float
+    jitter: float
+    junk_folders: list[str]
+    expect: Expect
+    thresholds: Thresholds
+
+
+class TargetIn(TargetBase):
+    interval: Positive | None = None
+    timeout: Positive | None = None
+    jitter: Duration | None = None
+    junk_folders: list[Text] | None = None
+    expect: Expect | None = None
+    thresholds: Thresholds | None = None
+
+
+class Defaults(_Model):
+    interval: Positive = 300.0
+    timeout: Positive = 300.0
+    jitter: Duration = 15.0
+    junk_folders: list[Text] = Field(default_factory=lambda: ["Junk Email"])
+    late_grace: Duration = 3600.0
+    expect: Expect = Field(default_factory=Expect)
+    thresholds: Thresholds = Field(default_factory=Thresholds)
+
+
+class ConfigIn(_Model):
+    _secret_fields = ("tag_secret",)
+    instance: Name = Field(default_factory=default_instance)
+    tag_secret: Secret
+    defaults: Defaults = Field(default_factory=Defaults)
+    targets: Annotated[list[TargetIn], Field(min_length=1)]
+
+
+class Config(_Model):
+    instance: Name = Field(default_factory=default_instance)
+    tag_secret: Secret
+    defaults: Defaults = Field(default_factory=Defaults)
+    targets: list[Target]
+    warnings: list[str] = Field(default_factory=list)  # set by the loader, never read from YAML
+
+    def target(self, name: str) -> Target:
+        """The target called ``name``; ConfigError (not KeyError) naming the configured ones."""
+        for t in self.targets:
+            if t.name == name:
+                return t
+        names = ", ".join(t.name for t in self.targets)
+        raise ConfigError(f'target "{name}" not found; configured: {names}')

@@ -1,0 +1,1 @@
+"""IMAP: the mailbox session, the folder watcher and the per-mailbox watch of probe tags."""

@@ -1,0 +1,161 @@
+"""Open an authenticated IMAP session (imapclient, blocking) and classify what goes wrong."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import ssl
+from typing import TYPE_CHECKING
+
+import imapclient
+from imapclient.exceptions import IMAPClientError, LoginError
+
+from probe import tls
+from probe.failure import ProbeFailure
+from probe.m365.codes import IMAP_OAUTH_REMEDY
+from probe.result import Reason, Stage
+
+if TYPE_CHECKING:
+    from probe.config import Mailbox
+
+
+log = logging.getLogger("relayprobe.imap")
+
+
+def where(cfg: Mailbox) -> str:
+    return f"imap {cfg.host}:{cfg.port}"
+
+
+def connect(cfg: Mailbox, *, token: str | None = None) -> imapclient.IMAPClient:
+    """Connect, secure (implicit TLS or required STARTTLS) and log in; raise ProbeFailure.
+
+    ``token`` is the OAuth access token for ``oauth2``/``token`` methods (XOAUTH2).
+    """
+    try:
+        ctx = tls.client_context(ca_file=cfg.ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ProbeFailure.at(
+            Stage.DELIVER,
+            Reason.TLS_FAILED,
+            where(cfg),
+            f"cannot load mailbox.ca_file ({exc}); check the file",
+        ) from None
+    try:
+        client = imapclient.IMAPClient(
+            cfg.host,
+            port=cfg.port,
+            ssl=cfg.security == "tls",
+            ssl_context=ctx,
+            timeout=cfg.timeout,
+        )
+    except socket.gaierror as exc:
+        raise ProbeFailure.at(
+            Stage.DELIVER, Reason.DNS_ERROR, where(cfg), f"cannot resolve {cfg.host!r} ({exc})"
+        ) from None
+    except ConnectionRefusedError:
+        raise ProbeFailure.at(
+            Stage.DELIVER,
+            Reason.IMAP_FAILED,
+            where(cfg),
+            "connection refused; check mailbox.host and .port",
+        ) from None
+    except ssl.SSLError as exc:
+        raise ProbeFailure.at(
+            Stage.DELIVER,
+            Reason.TLS_FAILED,
+            where(cfg),
+            f"TLS handshake failed ({exc}); check mailbox.ca_file",
+        ) from None
+    except (OSError, IMAPClientError) as exc:
+        raise ProbeFailure.at(
+            Stage.DELIVER, Reason.IMAP_FAILED, where(cfg), f"cannot connect ({exc})"
+        ) from None
+    try:
+        if cfg.security == "starttls":
+            if not client.has_capability("STARTTLS"):
+                raise ProbeFailure.at(
+                    Stage.DELIVER,
+                    Reason.STARTTLS_UNAVAILABLE,
+                    where(cfg),
+                    "the server does not offer STARTTLS; credentials were not sent",
+                )
+            try:
+                client.starttls(ctx)
+            except ssl.SSLError as exc:
+                raise ProbeFailure.at(
+                    Stage.DELIVER,
+                    Reason.TLS_FAILED,
+                    where(cfg),
+                    f"STARTTLS handshake failed ({exc})",
+                ) from None
+        _login(cfg, client, token)
+        log.info(
+            "%s: logged in as %s (%s, %s)",
+            where(cfg),
+            cfg.auth.username,
+            "XOAUTH2" if cfg.auth.method != "password" else "LOGIN",
+            client.socket().version() if hasattr(client.socket(), "version") else "no TLS",
+        )
+    except BaseException:
+        _quietly_close(client)
+        raise
+    return client
+
+
+def _login(cfg: Mailbox, client: imapclient.IMAPClient, token: str | None) -> None:
+    auth = cfg.auth
+    try:
+        if auth.method == "password":
+            client.login(auth.username, auth.password.get() if auth.password else "")
+        else:
+            client.oauth2_login(auth.username, token or "")
+    except LoginError as exc:
+        text = _server_text(exc)
+        failure = ProbeFailure.at(
+            Stage.DELIVER,
+            Reason.IMAP_AUTH_FAILED,
+            where(cfg),
+            f"login as {auth.username} refused: {text}",
+        )
+        if auth.method == "password":
+            failure.remedy = (
+                "check mailbox.auth; Microsoft 365 IMAP accepts only OAuth (method oauth2) "
+                "since basic authentication was switched off in 2022"
+            )
+        else:
+            failure.remedy = IMAP_OAUTH_REMEDY
+        raise failure from None
+    except (OSError, IMAPClientError) as exc:
+        raise ProbeFailure.at(
+            Stage.DELIVER,
+            Reason.IMAP_FAILED,
+            where(cfg),
+            f"login as {auth.username} failed ({exc})",
+        ) from None
+
+
+def _server_text(exc: Exception) -> str:
+    text = str(exc)
+    if isinstance(exc.args[0] if exc.args else None, bytes):
+        text = exc.args[0].decode("utf-8", "replace")
+    return " ".join(text.split()) or "no reason given"
+
+
+def select(cfg: Mailbox, client: imapclient.IMAPClient, folder: str) -> dict[bytes, object]:
+    """Select ``folder`` read-write; a missing folder is ``folder_missing`` naming the folder."""
+    try:
+        return client.select_folder(folder)
+    except IMAPClientError as exc:
+        raise ProbeFailure.at(
+            Stage.DELIVER,
+            Reason.FOLDER_MISSING,
+            where(cfg),
+            f'cannot select folder "{folder}" ({_server_text(exc)}); check mailbox.folder and '
+            'junk_folders (Exchange Online\'s names are localised, e.g. "Junk Email")',
+        ) from None
+
+
+def _quietly_close(client: imapclient.IMAPClient) -> None:
+    with contextlib.suppress(OSError, IMAPClientError):
+        client.shutdown()

@@ -1,0 +1,217 @@
+"""One probe round trip: log in to the mailbox, send the tagged mail, wait, read the verdict, judge."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from probe.failure import ProbeFailure
+from probe.imap.watch import MailboxWatch
+from probe.imap.watcher import Found
+from probe.m365.tokens import TokenProvider, provider_for
+from probe.message import build_message
+from probe.result import (
+    Arrival,
+    HeaderVerdict,
+    ProbeResult,
+    Reason,
+    Stage,
+    Status,
+    Timings,
+)
+from probe.smtp.submission import send_probe
+from probe.tag import make_tag
+from probe.verdict.headers import parse_headers
+from probe.verdict.judge import judge
+
+if TYPE_CHECKING:
+    from probe.config import Config, Target
+
+log = logging.getLogger("relayprobe.probe")
+
+#: Entered around the SMTP submission only: a scheduler's per-mailbox send limits.
+SendSlot = Callable[[], contextlib.AbstractAsyncContextManager[None]]
+
+
+def new_watch(
+    config: Config,
+    target: Target,
+    *,
+    token_provider: TokenProvider | None = None,
+    on_late: Callable[[Found], None] | None = None,
+) -> MailboxWatch:
+    """A mailbox watch for ``target``'s inbox and junk folders (not started)."""
+    return MailboxWatch(
+        target.mailbox,
+        target.junk_folders,
+        secret=config.tag_secret.get().encode(),
+        instance=config.instance,
+        token_provider=token_provider or provider_for(target.mailbox.auth),
+        on_late=on_late,
+    )
+
+
+async def run_probe(
+    config: Config,
+    target: Target,
+    *,
+    watch: MailboxWatch | None = None,
+    smtp_token: TokenProvider | None = None,
+    imap_token: TokenProvider | None = None,
+    send_slot: SendSlot | None = None,
+) -> ProbeResult:
+    """Run one full round trip for ``target``; expected failures become the result, never raise.
+
+    ``watch`` lets a long-running caller share one started mailbox watch across runs; without
+    it, a watch is opened (IMAP login before sending, so login time is not delivery latency)
+    and closed again. ``send_slot`` is held around the SMTP submission alone (not the wait for
+    arrival), so per-mailbox send limits do not stretch over slow deliveries.
+    """
+    started_at = dt.datetime.now(dt.UTC)
+    # oauth2 targets get an MSAL token source (one token shared by SMTP and IMAP of one app).
+    smtp_token = smtp_token or provider_for(target.smtp.auth)
+    imap_token = imap_token or provider_for(target.mailbox.auth)
+    own_watch = watch is None
+    try:
+        if watch is None:
+            watch = new_watch(config, target, token_provider=imap_token)
+            await watch.start()
+        return await _round_trip(config, target, watch, started_at, smtp_token, send_slot)
+    except ProbeFailure as failure:
+        return _failed(target, started_at, failure)
+    except Exception as exc:  # a bug, not an expected failure: still a result, with the type named
+        log.exception("probe of target %s crashed", target.name)
+        return ProbeResult(
+            target=target.name,
+            status=Status.UNKNOWN,
+            stage=Stage.CONFIG,
+            reason=Reason.INTERNAL_ERROR,
+            message=f"internal error ({type(exc).__name__}); see the log and report it",
+            started_at=started_at,
+        )
+    finally:
+        if own_watch and watch is not None:
+            await watch.stop()
+
+
+async def _round_trip(
+    config: Config,
+    target: Target,
+    watch: MailboxWatch,
+    started_at: dt.datetime,
+    smtp_token: TokenProvider | None,
+    send_slot: SendSlot | None,
+) -> ProbeResult:
+    late_at_start = sum(1 for f in watch.late if f.tag.target == target.name)
+    tag = make_tag(config.tag_secret.get().encode(), instance=config.instance, target=target.name)
+    message = build_message(tag=tag, mail_from=target.mail_from, rcpt_to=target.rcpt_to)
+    async with send_slot() if send_slot else contextlib.nullcontext():
+        t0 = time.monotonic()
+        arrival = watch.expect(tag, t0)
+        try:
+            outcome = await send_probe(
+                target.smtp,
+                mail_from=target.mail_from,
+                rcpt_to=target.rcpt_to,
+                message=message,
+                token_provider=smtp_token,
+            )
+        except BaseException as exc:  # a failure, a shutdown or a bug: stop waiting for this tag
+            watch.forget(tag)
+            if isinstance(exc, ProbeFailure):
+                exc.probe_id = tag.probe_id
+            raise
+    timings = Timings.of_smtp(outcome.phases)
+    remaining = max(0.0, target.timeout - (time.monotonic() - t0))
+    try:
+        found = await asyncio.wait_for(asyncio.shield(arrival), remaining)
+    except asyncio.CancelledError:
+        watch.forget(tag)
+        raise
+    except TimeoutError:
+        watch.forget(tag)
+        timings.total_seconds = time.monotonic() - t0
+        where = ", ".join(f'"{f}"' for f in watch.folders)
+        problem = watch.last_error()
+        return ProbeResult(
+            target=target.name,
+            status=Status.CRITICAL,
+            stage=Stage.DELIVER,
+            reason=Reason.DELIVERY_TIMEOUT,
+            message=(
+                f"deliver: the relay accepted the probe ({outcome.receipt.reply_code} "
+                f"{outcome.receipt.reply}) but it was not in {where} of {target.rcpt_to} "
+                f"within {target.timeout:g} s"
+                + (f"; the mailbox watcher reports: {problem}" if problem else "")
+            ),
+            remedy=(
+                "look for the message in the relay's queue or Microsoft's message trace "
+                "(it may be queued, quarantined or rejected after acceptance); if it arrives "
+                "later it is counted as late and removed"
+            ),
+            started_at=started_at,
+            timings=timings,
+            smtp=outcome.receipt,
+            arrival=Arrival(late_count=late_at_start),
+            probe_id=tag.probe_id,
+        )
+    delivery = max(0.0, found.detected_at - outcome.accepted_at)
+    timings.delivery_seconds = delivery
+    timings.total_seconds = found.detected_at - t0
+    verdict = _read_verdict(found.headers)
+    placement = watch.placement(found.folder)
+    verdict_judgement = judge(
+        delivery_seconds=delivery,
+        placement=placement,
+        folder=found.folder,
+        verdict=verdict,
+        expect=target.expect,
+        thresholds=target.thresholds,
+    )
+    status, reason, stage = verdict_judgement.status, verdict_judgement.reason, Stage.DONE
+    message = verdict_judgement.message or (
+        f"delivered to {found.folder} in {delivery:.2f} s; "
+        f"spf={verdict.auth.spf} dkim={verdict.auth.dkim} dmarc={verdict.auth.dmarc}"
+    )
+    if found.cleanup_error and status is Status.OK:
+        status, reason, stage = Status.WARNING, Reason.CLEANUP_FAILED, Stage.CLEANUP
+        message = f"cleanup: could not delete the probe mail ({found.cleanup_error})"
+    return ProbeResult(
+        target=target.name,
+        status=status,
+        stage=stage,
+        reason=reason,
+        message=message,
+        started_at=started_at,
+        timings=timings,
+        smtp=outcome.receipt,
+        arrival=Arrival(folder=found.folder, placement=placement, late_count=late_at_start),
+        verdict=verdict,
+        probe_id=tag.probe_id,
+    )
+
+
+def _read_verdict(headers: bytes) -> HeaderVerdict:
+    return parse_headers(headers)
+
+
+def _failed(target: Target, started_at: dt.datetime, failure: ProbeFailure) -> ProbeResult:
+    timings = Timings.of_smtp(failure.phases)
+    # A configuration-class or relay failure is CRITICAL: the path an application uses is broken.
+    return ProbeResult(
+        target=target.name,
+        status=Status.CRITICAL,
+        stage=failure.stage,
+        reason=failure.reason,
+        message=failure.message,
+        remedy=failure.remedy,
+        started_at=started_at,
+        timings=timings,
+        smtp=failure.receipt,
+        probe_id=failure.probe_id,
+    )

@@ -1,0 +1,1 @@
+"""SMTP submission: the probe mail through a relay, failures and replies classified."""

@@ -1,0 +1,1 @@
+"""The receiver's verdict: Authentication-Results, the header block, and its judgement."""

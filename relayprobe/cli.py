@@ -1,0 +1,137 @@
+"""The ``relayprobe`` command line: once, analyze, validate, demo, run, doctor, login (lazy imports)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from probe import __version__
+
+_EPILOG = """\
+exit codes: 0 ok, 1 warning, 2 critical, 3 unknown (bad usage or configuration).
+docs: README.md and docs/ in the source tree."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors exit 3 (UNKNOWN), like every other "cannot even start" outcome."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(3, f"{self.prog}: error: {message}\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="relayprobe",
+        description="Synthetic delivery probe for Microsoft 365 SMTP relay: sends tagged mail "
+        "through a relay and confirms it over IMAP, with the receiver's verdict.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"relayprobe {__version__}")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="log protocol steps to stderr (secrets redacted); twice for more",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.add_parser(
+        "run",
+        help="the exporter daemon: scheduled probes, Prometheus metrics, status page "
+        "(relayprobe run --help)",
+        add_help=False,
+    )
+    doctor = sub.add_parser(
+        "doctor", help="check a target step by step without sending mail, and say what to fix"
+    )
+    doctor.add_argument("--config", "--config.file", dest="config", required=True, metavar="FILE")
+    doctor.add_argument("--target", action="append", metavar="NAME")
+
+    login = sub.add_parser(
+        "login",
+        help="sign a user in with a device code for a target's oauth2 device_code auth and keep "
+        "the refresh token in its token_cache_file",
+    )
+    login.add_argument("--config", "--config.file", dest="config", required=True, metavar="FILE")
+    login.add_argument("--target", required=True, metavar="NAME")
+
+    once = sub.add_parser("once", help="run one probe per selected target and print the results")
+    once.add_argument("--config", "--config.file", dest="config", required=True, metavar="FILE")
+    once.add_argument(
+        "--target", action="append", metavar="NAME", help="only this target (repeatable)"
+    )
+    once.add_argument("--json", action="store_true", help="print the results as JSON")
+
+    analyze = sub.add_parser(
+        "analyze", help="print the receiver's verdict from a saved message or header block"
+    )
+    analyze.add_argument("file", metavar="FILE", help="a .eml or pasted headers; - for stdin")
+    analyze.add_argument("--json", action="store_true", help="print the verdict as JSON")
+
+    validate = sub.add_parser("validate", help="check a configuration file and list every error")
+    validate.add_argument("config", metavar="CONFIG")
+
+    demo = sub.add_parser(
+        "demo",
+        help="start an embedded mail system and probe it on a schedule (no Microsoft account)",
+    )
+    demo.add_argument("--interval", type=float, default=10.0, metavar="SECONDS")
+    demo.add_argument("--count", type=int, default=0, help="stop after N rounds (0: until Ctrl-C)")
+    demo.add_argument("--state-dir", metavar="DIR", help="where keys and the demo config go")
+    demo.add_argument(
+        "--web.listen-address",
+        dest="listen",
+        default="127.0.0.1:9833",
+        metavar="HOST:PORT",
+        help="where the demo serves its status page and metrics (default 127.0.0.1:9833)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["run"]:
+        # The daemon has Prometheus-style flags of its own; it is presentation, so it lives in
+        # exporters/ and is imported only for this command.
+        from exporters.daemon import main as run_daemon
+
+        return run_daemon(argv[1:])
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 3
+    from exporters.logs import setup_logging, verbosity_level
+
+    setup_logging(verbosity_level(args.verbose), "text", protocol_steps=True)
+    if args.command == "once":
+        from relayprobe.once import run_once
+
+        return run_once(args.config, targets=args.target, as_json=args.json)
+    if args.command == "analyze":
+        from relayprobe.analyze import run_analyze
+
+        return run_analyze(args.file, as_json=args.json, out=sys.stdout, err=sys.stderr)
+    if args.command == "validate":
+        from relayprobe.validate import run_validate
+
+        return run_validate(args.config)
+    if args.command == "demo":
+        from relayprobe.demo import run_demo
+
+        return run_demo(
+            interval=args.interval, count=args.count, state_dir=args.state_dir, listen=args.listen
+        )
+    if args.command == "doctor":
+        from relayprobe.doctor import run_doctor
+
+        return run_doctor(args.config, targets=args.target, out=sys.stdout, err=sys.stderr)
+    if args.command == "login":
+        from relayprobe.login import run_login
+
+        return run_login(args.config, args.target, out=sys.stdout, err=sys.stderr)
+    parser.error(f"unknown command {args.command}")

@@ -1,0 +1,173 @@
+"""Exporter parts without a mail system: store + collector exposition, send limits, log formats."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+import time
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporters.limits import SendGate
+from exporters.logs import JsonFormatter, LogfmtFormatter
+from exporters.metrics import exposition
+from exporters.store import DELIVERY_BUCKETS, ResultStore
+from tests.results import NOW, delivered, failed, sample_store
+
+
+def samples(text: bytes) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for f in text_string_to_metric_families(text.decode())
+        for s in f.samples
+    }
+
+
+@pytest.fixture
+def store() -> ResultStore:
+    return sample_store()
+
+
+def test_exposition_has_the_contract_values(store):
+    m = samples(exposition(store, version="9.9", reload_ok=lambda: False))
+    assert m[("relayprobe_success", frozenset({("target", "a")}))] == 1
+    assert m[("relayprobe_success", frozenset({("target", "never")}))] == 0
+    assert m[("relayprobe_runs_total", frozenset({("target", "a")}))] == 2
+    key = frozenset({("target", "b"), ("stage", "auth"), ("reason", "auth_failed")})
+    assert m[("relayprobe_failures_total", key)] == 2
+
+    def bucket(le: str) -> float:
+        return m[
+            (
+                "relayprobe_delivery_duration_seconds_bucket",
+                frozenset({("target", "a"), ("le", le)}),
+            )
+        ]
+
+    assert (bucket("0.25"), bucket("0.5"), bucket("30"), bucket("60"), bucket("+Inf")) == (
+        0,
+        1,
+        1,
+        2,
+        2,
+    )
+    assert m[("relayprobe_delivery_duration_seconds_sum", frozenset({("target", "a")}))] == 45.3
+    assert m[("relayprobe_late_deliveries_total", frozenset({("target", "a")}))] == 1
+    assert m[("relayprobe_junk_deliveries_total", frozenset({("target", "a")}))] == 1
+    auth = frozenset({("target", "a"), ("method", "dmarc"), ("result", "fail")})
+    assert m[("relayprobe_auth_result", auth)] == 1
+    assert m[("relayprobe_spam_confidence_level", frozenset({("target", "a")}))] == 5
+    expiry = m[("relayprobe_tls_cert_expiry_timestamp_seconds", frozenset({("target", "a")}))]
+    assert expiry == (NOW + dt.timedelta(days=30)).timestamp()
+    assert (
+        m[("relayprobe_tls_cert_expiry_timestamp_seconds", frozenset({("target", "never")}))] == 0
+    )
+    assert m[("relayprobe_backoff_seconds", frozenset({("target", "b")}))] == 600
+    assert m[("relayprobe_probe_interval_seconds", frozenset({("target", "b")}))] == 300
+    assert m[("relayprobe_last_success_timestamp_seconds", frozenset({("target", "b")}))] == 0
+    assert m[("relayprobe_config_last_reload_successful", frozenset())] == 0
+    assert m[("relayprobe_build_info", frozenset({("version", "9.9")}))] == 1
+    phase = frozenset({("target", "b"), ("phase", "smtp_tls")})
+    assert m[("relayprobe_phase_duration_seconds", phase)] == 0.02
+
+
+def test_buckets_span_quarter_second_to_thirty_minutes():
+    assert DELIVERY_BUCKETS[0] == 0.25 and DELIVERY_BUCKETS[-1] == 1800
+    assert list(DELIVERY_BUCKETS) == sorted(DELIVERY_BUCKETS)
+
+
+def test_one_target_exposition_leaves_out_the_others_and_self_metrics(store):
+    body = exposition(store, version="9.9", reload_ok=lambda: True, only="a").decode()
+    assert 'target="a"' in body and 'target="b"' not in body
+    assert "relayprobe_build_info" not in body and "config_last_reload" not in body
+
+
+def test_reload_keeps_state_of_kept_targets_and_drops_removed_ones(store):
+    store.set_targets([("a", 30.0), ("new", 60.0)])
+    assert store.names() == ["a", "new"]
+    assert store.get("a").runs == 2 and store.get("a").interval == 30
+    store.record(failed("b"))  # a run that finishes after its target was removed: dropped
+    assert store.get("b") is None and not store.record_late("b")
+
+
+def test_api_results_shape(store):
+    results = {r["target"]: r for r in store.results()}
+    assert set(results) == {"a", "b"}  # "never" has no result yet
+    assert results["a"]["finished_at"] == "2026-11-27T12:01:00.000Z"
+    assert results["b"]["reason"] == "auth_failed" and results["b"]["success"] is False
+    json.dumps(results)
+
+
+async def test_send_gate_limits_concurrency():
+    gate, active, peak = SendGate(concurrent=3, per_minute=100), 0, 0
+
+    async def one() -> None:
+        nonlocal active, peak
+        async with gate.hold():
+            active += 1
+            peak = max(peak, active)
+            await asyncio.sleep(0.05)
+            active -= 1
+
+    await asyncio.gather(*(one() for _ in range(10)))
+    assert peak == 3
+
+
+async def test_send_gate_limits_messages_per_minute():
+    gate = SendGate(concurrent=3, per_minute=4)
+    for _ in range(4):
+        async with gate.hold():
+            pass
+    assert not gate.available()  # /probe answers 429 instead of waiting
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):  # the fifth message waits for the window to move on
+        async with asyncio.timeout(0.3):
+            async with gate.hold():
+                pass
+    assert time.monotonic() - started >= 0.29
+
+
+def _record(**extra: object) -> logging.LogRecord:
+    record = logging.makeLogRecord(
+        {
+            "name": "relayprobe.scheduler",
+            "levelno": logging.ERROR,
+            "levelname": "ERROR",
+            "msg": 'probe failed: 535 "denied"',
+        }
+    )
+    record.__dict__.update(extra)
+    return record
+
+
+def test_logfmt_puts_target_stage_reason_on_one_line():
+    line = LogfmtFormatter().format(_record(target="m365", stage="auth", reason="auth_failed"))
+    assert "\n" not in line
+    assert 'level=error logger=relayprobe.scheduler msg="probe failed: 535 \\"denied\\""' in line
+    assert line.endswith("target=m365 stage=auth reason=auth_failed")
+
+
+def test_json_format_has_the_same_fields():
+    doc = json.loads(JsonFormatter().format(_record(target="m365", duration_seconds=1.5)))
+    assert doc["level"] == "error" and doc["target"] == "m365" and doc["duration_seconds"] == 1.5
+    assert doc["ts"].endswith("Z") and doc["msg"].startswith("probe failed")
+
+
+def test_cached_exposition_of_200_targets_is_fast():
+    from exporters.metrics import CachedExposition
+
+    big = ResultStore()
+    big.set_targets([(f"t{i:03d}", 60.0) for i in range(200)])
+    for i in range(200):
+        big.record(delivered(f"t{i:03d}", 0.4))
+        big.record(failed(f"t{i:03d}"))
+    cached = CachedExposition(big, version="1", reload_ok=lambda: True)
+    cached.render()
+    for i in range(20):  # 20 targets ran since the last scrape (200 targets at 1/min, 6 s apart)
+        big.record(delivered(f"t{i:03d}", 1.0))
+    started = time.perf_counter()
+    cached.render()
+    assert time.perf_counter() - started < 0.02  # the /metrics budget, with CI headroom

@@ -1,0 +1,63 @@
+"""Judging a delivered probe: latency thresholds, auth expectations, SCL and placement."""
+
+from probe.config import Expect, Thresholds
+from probe.result import AuthVerdict, HeaderVerdict, Reason, SpamVerdict, Status
+from probe.verdict.judge import judge
+
+
+def _verdict(spf="pass", dkim="pass", dmarc="pass", scl=None):
+    return HeaderVerdict(
+        auth=AuthVerdict(spf=spf, dkim=dkim, dmarc=dmarc, source="Authentication-Results"),
+        spam=SpamVerdict(scl=scl),
+    )
+
+
+def _judge(seconds=1.0, placement="inbox", verdict=None, expect=None, thresholds=None):
+    return judge(
+        delivery_seconds=seconds,
+        placement=placement,
+        folder="INBOX" if placement == "inbox" else "Junk Email",
+        verdict=verdict or _verdict(),
+        expect=expect or Expect(spf=["pass"], dkim=["pass"], dmarc=["pass"]),
+        thresholds=thresholds or Thresholds(warning=10, critical=20),
+    )
+
+
+def test_all_good_is_ok():
+    j = _judge()
+    assert (j.status, j.reason, j.findings) == (Status.OK, Reason.OK, ())
+
+
+def test_latency_thresholds():
+    assert _judge(seconds=15).reason is Reason.LATENCY_WARNING
+    assert _judge(seconds=15).status is Status.WARNING
+    assert _judge(seconds=25).reason is Reason.LATENCY_CRITICAL
+    assert _judge(seconds=25).status is Status.CRITICAL
+    assert "25.00 s" in _judge(seconds=25).message
+
+
+def test_auth_mismatch_names_each_method():
+    j = _judge(verdict=_verdict(dkim="fail", dmarc=None))
+    assert (j.status, j.reason) == (Status.CRITICAL, Reason.AUTH_RESULT_MISMATCH)
+    assert "dkim=fail (expected pass)" in j.message
+    assert "dmarc=missing (expected pass)" in j.message
+
+
+def test_unchecked_methods_are_ignored():
+    j = _judge(verdict=_verdict(dkim="none"), expect=Expect(spf=["pass"]))
+    assert j.status is Status.OK
+
+
+def test_junk_severity_and_worst_first():
+    warn = _judge(placement="junk", expect=Expect(junk_severity="warning"))
+    assert (warn.status, warn.reason) == (Status.WARNING, Reason.JUNKED)
+    crit = _judge(placement="junk", seconds=15, expect=Expect())
+    assert (crit.status, crit.reason) == (Status.CRITICAL, Reason.JUNKED)
+    assert crit.message.startswith("the probe landed in the junk folder")
+    assert "warning threshold" in crit.message
+
+
+def test_scl_above_max_is_a_warning():
+    j = _judge(verdict=_verdict(scl=6), expect=Expect(max_scl=4))
+    assert (j.status, j.reason) == (Status.WARNING, Reason.SPAM_SCORE_HIGH)
+    assert _judge(verdict=_verdict(scl=None), expect=Expect(max_scl=4)).status is Status.OK
