@@ -178,17 +178,26 @@ class Authority:
         if form.get("grant_type") in (DEVICE_CODE_GRANT, "refresh_token"):
             return self.device.token(form)
         if form.get("grant_type") != "client_credentials":
-            return _error(400, "unsupported_grant_type", 70003, "The app requested an "
-                          "unsupported grant type.")  # fmt: skip
+            return _error(
+                400, "unsupported_grant_type", 70003, "The app requested an unsupported grant type."
+            )
         client = self.clients.get(form.get("client_id", ""))
         if client is None:
-            return _error(400, "unauthorized_client", 700016,
-                          f"Application with identifier '{form.get('client_id')}' was not found "
-                          f"in the directory '{self.tenant}'. This can happen if the application "
-                          "has not been installed by the administrator of the tenant.")  # fmt: skip
+            return _error(
+                400,
+                "unauthorized_client",
+                700016,
+                f"Application with identifier '{form.get('client_id')}' was not found "
+                f"in the directory '{self.tenant}'. This can happen if the application "
+                "has not been installed by the administrator of the tenant.",
+            )
         if form.get("scope") != SCOPE:
-            return _error(400, "invalid_scope", 1002012, "The provided value for scope "
-                          f"{form.get('scope')} is not valid.")  # fmt: skip
+            return _error(
+                400,
+                "invalid_scope",
+                1002012,
+                f"The provided value for scope {form.get('scope')} is not valid.",
+            )
         if "client_assertion" in form:
             problem = self._check_assertion(client, form, endpoint)
             if problem:
@@ -196,10 +205,15 @@ class Authority:
         elif client.secret is None or not secrets.compare_digest(
             form.get("client_secret", ""), client.secret
         ):
-            return _error(401, "invalid_client", 7000215, "Invalid client secret provided. "
-                          "Ensure the secret being sent in the request is the client secret "
-                          "value, not the client secret ID, for a secret added to app "
-                          f"'{client.client_id}'.")  # fmt: skip
+            return _error(
+                401,
+                "invalid_client",
+                7000215,
+                "Invalid client secret provided. "
+                "Ensure the secret being sent in the request is the client secret "
+                "value, not the client secret ID, for a secret added to app "
+                f"'{client.client_id}'.",
+            )
         return 200, self._issue(client)
 
     def _check_assertion(self, client: Client, form: dict[str, str], endpoint: str) -> str | None:
@@ -210,11 +224,17 @@ class Authority:
         x5t = header.get("x5t") or ""
         thumb = base64.urlsafe_b64decode(x5t + "=" * (-len(x5t) % 4)).hex().upper()
         if thumb != client.thumbprint:
-            return (f"Client assertion contains an invalid signature. [Reason - The key was not "
-                    f"found., Thumbprint of key used by client: '{thumb}']")  # fmt: skip
+            return (
+                f"Client assertion contains an invalid signature. [Reason - The key was not "
+                f"found., Thumbprint of key used by client: '{thumb}']"
+            )
         try:
-            claims = jwt.decode(assertion, client.certificate.public_key(), algorithms=["RS256",
-                                "PS256"], audience=endpoint)  # fmt: skip
+            claims = jwt.decode(
+                assertion,
+                client.certificate.public_key(),
+                algorithms=["RS256", "PS256"],
+                audience=endpoint,
+            )
         except jwt.PyJWTError as exc:
             return f"Client assertion failed signature validation. ({type(exc).__name__})"
         if claims.get("iss") != client.client_id or claims.get("sub") != client.client_id:
@@ -251,19 +271,31 @@ def _handler(authority: Authority) -> type[BaseHTTPRequestHandler]:
             parts = urllib.parse.urlsplit(self.path).path.strip("/").split("/")
             if parts[1:] == ["v2.0", ".well-known", "openid-configuration"]:
                 if parts[0] != authority.tenant:
-                    return self._send(*_error(400, "invalid_tenant", 90002, f"Tenant "
-                                      f"'{parts[0]}' not found. Check to make sure you have the "
-                                      "correct tenant ID."))  # fmt: skip
+                    return self._send(
+                        *_error(
+                            400,
+                            "invalid_tenant",
+                            90002,
+                            f"Tenant "
+                            f"'{parts[0]}' not found. Check to make sure you have the "
+                            "correct tenant ID.",
+                        )
+                    )
                 t = f"{authority.base}/{authority.tenant}"
-                return self._send(200, {
-                    "issuer": f"{t}/v2.0",
-                    "token_endpoint": f"{t}/oauth2/v2.0/token",
-                    "authorization_endpoint": f"{t}/oauth2/v2.0/authorize",
-                    "device_authorization_endpoint": f"{t}/oauth2/v2.0/devicecode",
-                    "jwks_uri": f"{t}/discovery/v2.0/keys",
-                    "token_endpoint_auth_methods_supported": ["client_secret_post",
-                                                              "private_key_jwt"],
-                })  # fmt: skip
+                return self._send(
+                    200,
+                    {
+                        "issuer": f"{t}/v2.0",
+                        "token_endpoint": f"{t}/oauth2/v2.0/token",
+                        "authorization_endpoint": f"{t}/oauth2/v2.0/authorize",
+                        "device_authorization_endpoint": f"{t}/oauth2/v2.0/devicecode",
+                        "jwks_uri": f"{t}/discovery/v2.0/keys",
+                        "token_endpoint_auth_methods_supported": [
+                            "client_secret_post",
+                            "private_key_jwt",
+                        ],
+                    },
+                )
             return self._send(404, {"error": "not_found"})
 
         def do_POST(self) -> None:

@@ -74,19 +74,32 @@ class DeviceGrants:
 
         client_id = form.get("client_id", "")
         if client_id not in self.public_clients:
-            return _error(400, "unauthorized_client", 700016, f"Application with identifier "
-                          f"'{client_id}' was not found in the directory "
-                          f"'{self.authority.tenant}'.")  # fmt: skip
+            return _error(
+                400,
+                "unauthorized_client",
+                700016,
+                f"Application with identifier "
+                f"'{client_id}' was not found in the directory "
+                f"'{self.authority.tenant}'.",
+            )
         scopes = set(form.get("scope", "").split())
         unknown = scopes - DELEGATED - RESERVED
         if unknown or not scopes & DELEGATED:
-            return _error(400, "invalid_scope", 70011, f"The provided value for the input "
-                          f"parameter 'scope' is not valid: {' '.join(sorted(unknown))}")  # fmt: skip
+            return _error(
+                400,
+                "invalid_scope",
+                70011,
+                f"The provided value for the input "
+                f"parameter 'scope' is not valid: {' '.join(sorted(unknown))}",
+            )
         user_code = secrets.token_hex(4).upper()
         device_code = secrets.token_urlsafe(32)
         with self._lock:
-            self._codes[device_code] = {"client_id": client_id, "scopes": scopes & DELEGATED,
-                                        "polls": 0}  # fmt: skip
+            self._codes[device_code] = {
+                "client_id": client_id,
+                "scopes": scopes & DELEGATED,
+                "polls": 0,
+            }
         uri = f"{self.authority.base}/devicelogin"
         return 200, {
             "user_code": user_code,
@@ -105,15 +118,23 @@ class DeviceGrants:
             with self._lock:
                 code = self._codes.get(form.get("device_code", ""))
                 if code is None or code["client_id"] != form.get("client_id"):
-                    return _error(400, "invalid_grant", 70000, "Provided grant is invalid or "
-                                  "malformed.")  # fmt: skip
+                    return _error(
+                        400, "invalid_grant", 70000, "Provided grant is invalid or malformed."
+                    )
                 code["polls"] += 1
                 if code["polls"] <= self.pending:
-                    return _error(400, "authorization_pending", 70016, "OAuth 2.0 device flow "
-                                  "error. Authorization is pending. Continue polling.")  # fmt: skip
+                    return _error(
+                        400,
+                        "authorization_pending",
+                        70016,
+                        "OAuth 2.0 device flow error. Authorization is pending. Continue polling.",
+                    )
                 del self._codes[form["device_code"]]  # one use
-                user = self.sign_in_as.pop(0) if self.sign_in_as else (
-                    self.public_clients[code["client_id"]])  # fmt: skip
+                user = (
+                    self.sign_in_as.pop(0)
+                    if self.sign_in_as
+                    else (self.public_clients[code["client_id"]])
+                )
                 grant = _Grant(code["client_id"], user, code["scopes"])
             return 200, self._issue(grant, code["scopes"], id_token=True)
         with self._lock:
@@ -121,13 +142,23 @@ class DeviceGrants:
         if grant is None or grant.client_id != form.get("client_id"):
             return _error(400, "invalid_grant", 70000, "Provided grant is invalid or malformed.")
         if grant.revoked:
-            return _error(400, "invalid_grant", 50173, "The provided grant has expired due to "
-                          "it being revoked, a fresh auth token is needed. The user might have "
-                          "changed or reset their password.")  # fmt: skip
+            return _error(
+                400,
+                "invalid_grant",
+                50173,
+                "The provided grant has expired due to "
+                "it being revoked, a fresh auth token is needed. The user might have "
+                "changed or reset their password.",
+            )
         wanted = set(form.get("scope", "").split()) - RESERVED
         if not wanted <= grant.scopes:
-            return _error(400, "invalid_grant", 65001, "The user or administrator has not "
-                          f"consented to use the application with ID '{grant.client_id}'.")  # fmt: skip
+            return _error(
+                400,
+                "invalid_grant",
+                65001,
+                "The user or administrator has not "
+                f"consented to use the application with ID '{grant.client_id}'.",
+            )
         return 200, self._issue(grant, wanted or grant.scopes, id_token=False)
 
     def _issue(self, grant: _Grant, scopes: set[str], *, id_token: bool) -> dict:
@@ -135,13 +166,21 @@ class DeviceGrants:
         a, now = self.authority, int(time.time())
         oid = str(uuid.uuid5(uuid.NAMESPACE_URL, grant.user))
         claims = {
-            "aud": DELEGATED_AUDIENCE, "iss": a.issuer, "iat": now, "nbf": now,
-            "exp": now + a.token_lifetime, "appid": grant.client_id, "tid": a.tenant,
-            "sub": oid, "oid": oid, "upn": grant.user, "email": grant.user,
+            "aud": DELEGATED_AUDIENCE,
+            "iss": a.issuer,
+            "iat": now,
+            "nbf": now,
+            "exp": now + a.token_lifetime,
+            "appid": grant.client_id,
+            "tid": a.tenant,
+            "sub": oid,
+            "oid": oid,
+            "upn": grant.user,
+            "email": grant.user,
             "scp": " ".join(sorted(s.rsplit("/", 1)[1] for s in scopes)),
             "jti": secrets.token_hex(8),
             "xms_pad": base64.b64encode(secrets.token_bytes(a.pad_bytes * 3 // 4)).decode(),
-        }  # fmt: skip
+        }
         refresh = "0.RT." + secrets.token_urlsafe(48)
         with self._lock:
             self._grants[refresh] = grant
@@ -157,11 +196,21 @@ class DeviceGrants:
             "client_info": _b64(json.dumps({"uid": oid, "utid": a.tenant})),
         }
         if id_token:
-            body["id_token"] = a.sign({
-                "aud": grant.client_id, "iss": f"{a.base}/{a.tenant}/v2.0", "iat": now,
-                "nbf": now, "exp": now + 3600, "sub": oid, "oid": oid, "tid": a.tenant,
-                "preferred_username": grant.user, "name": grant.user.split("@")[0],
-            }, record=False)  # fmt: skip
+            body["id_token"] = a.sign(
+                {
+                    "aud": grant.client_id,
+                    "iss": f"{a.base}/{a.tenant}/v2.0",
+                    "iat": now,
+                    "nbf": now,
+                    "exp": now + 3600,
+                    "sub": oid,
+                    "oid": oid,
+                    "tid": a.tenant,
+                    "preferred_username": grant.user,
+                    "name": grant.user.split("@")[0],
+                },
+                record=False,
+            )
         return body
 
 

@@ -46,9 +46,12 @@ class OAuthEnv:
         elif client == "app-read":
             base |= {"username": INBOX, "client_id": "app-read", "client_secret": READ_SECRET}
         elif client == "app-cert":
-            base |= {"username": SENDER, "client_id": "app-cert",
-                     "certificate_file": str(self.app_cert_pem),
-                     "thumbprint": self.app_cert_thumbprint}  # fmt: skip
+            base |= {
+                "username": SENDER,
+                "client_id": "app-cert",
+                "certificate_file": str(self.app_cert_pem),
+                "thumbprint": self.app_cert_thumbprint,
+            }
         return base | over
 
     def target(self, *, smtp_auth: dict | None = None, **over: Any) -> dict[str, Any]:
@@ -76,8 +79,11 @@ class OAuthEnv:
         return t | over
 
     def config(self, *targets: dict[str, Any]) -> Config:
-        data = {"instance": "oauth-test", "tag_secret": TAG_SECRET,
-                "targets": list(targets) or [self.target()]}  # fmt: skip
+        data = {
+            "instance": "oauth-test",
+            "tag_secret": TAG_SECRET,
+            "targets": list(targets) or [self.target()],
+        }
         return parse_config(data, base_dir=Path("/"), environ={})
 
     def reset(self) -> None:

@@ -23,8 +23,13 @@ from cryptography.hazmat.primitives import serialization
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 HOST = "127.0.0.1"
-PORTS = {"SUBMISSION_PORT": 20587, "IMAPS_PORT": 20993, "LMTP_PORT": 20024,
-         "CONNECTOR_PORT": 20025, "DIRECT_PORT": 20026}  # fmt: skip
+PORTS = {
+    "SUBMISSION_PORT": 20587,
+    "IMAPS_PORT": 20993,
+    "LMTP_PORT": 20024,
+    "CONNECTOR_PORT": 20025,
+    "DIRECT_PORT": 20026,
+}
 REJECT_DIRECT_SEND = (
     "/@oauth\\.test$/ 550 5.7.68 TenantInboundAttribution; Direct Send not allowed for this "
     "organization from unauthorized sources\n"
@@ -69,8 +74,11 @@ class MailPair:
             REJECT_DIRECT_SEND if on else "# RejectDirectSend off\n"
         )
         # pcre tables are read when smtpd starts: reload this instance (instance-scoped command).
-        subprocess.run(["postfix", "-c", str(self.state / "postfix"), "reload"],
-                       check=True, capture_output=True)  # fmt: skip
+        subprocess.run(
+            ["postfix", "-c", str(self.state / "postfix"), "reload"],
+            check=True,
+            capture_output=True,
+        )
         time.sleep(0.5)  # old smtpd processes finish; new connections see the new table
 
     def client_cert(self, name: str) -> tuple[Path, Path]:
@@ -80,8 +88,17 @@ class MailPair:
     # --- build -----------------------------------------------------------------------------
     def build(self, authority_key_writer) -> None:
         s = self.state
-        for sub in ("tls", "postfix", "spool", "lib/postfix", "lib/dovecot", "dovecot/keys",
-                    "run/dovecot", "log", "mail"):  # fmt: skip
+        for sub in (
+            "tls",
+            "postfix",
+            "spool",
+            "lib/postfix",
+            "lib/dovecot",
+            "dovecot/keys",
+            "run/dovecot",
+            "log",
+            "mail",
+        ):
             (s / sub).mkdir(parents=True, exist_ok=True)
         os.chmod(s, 0o755)
         self.ca.cert_pem.write_to_path(str(self.ca_file))
@@ -100,9 +117,12 @@ class MailPair:
         mail = pwd.getpwnam("mail")
         values = {"S": str(s), "MAIL_UID": str(mail.pw_uid), "MAIL_GID": str(mail.pw_gid)}
         values |= {k: str(v) for k, v in PORTS.items()}
-        for name, dst in (("dovecot.conf", "dovecot/dovecot.conf"), ("main.cf", "postfix/main.cf"),
-                          ("master.cf", "postfix/master.cf"),
-                          ("dovecot-oauth2.conf.ext", "dovecot/dovecot-oauth2.conf.ext")):  # fmt: skip
+        for name, dst in (
+            ("dovecot.conf", "dovecot/dovecot.conf"),
+            ("main.cf", "postfix/main.cf"),
+            ("master.cf", "postfix/master.cf"),
+            ("dovecot-oauth2.conf.ext", "dovecot/dovecot-oauth2.conf.ext"),
+        ):
             text = (TEMPLATES / name).read_text()
             for key, value in values.items():
                 text = text.replace("{{" + key + "}}", value)
@@ -133,17 +153,23 @@ class MailPair:
     def start(self, timeout: float = 20.0) -> None:
         for port in PORTS.values():
             if _port_open(port):
-                raise RuntimeError(f"127.0.0.1:{port} is already in use; is another OAuth "
-                                   "stand-in running? (tests/oauth/mailpair.py)")  # fmt: skip
+                raise RuntimeError(
+                    f"127.0.0.1:{port} is already in use; is another OAuth "
+                    "stand-in running? (tests/oauth/mailpair.py)"
+                )
         log = open(self.state / "log/start.log", "ab")  # noqa: SIM115 - daemons keep it
         with log:
-            for cmd in (["dovecot", "-c", str(self.state / "dovecot/dovecot.conf")],
-                        ["postfix", "-c", str(self.state / "postfix"), "start"]):  # fmt: skip
+            for cmd in (
+                ["dovecot", "-c", str(self.state / "dovecot/dovecot.conf")],
+                ["postfix", "-c", str(self.state / "postfix"), "start"],
+            ):
                 proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
                 if proc.returncode != 0:
                     self.stop()
-                    raise RuntimeError(f"{cmd[0]} failed to start (exit {proc.returncode}); "
-                                       f"see {self.state}/log/start.log")  # fmt: skip
+                    raise RuntimeError(
+                        f"{cmd[0]} failed to start (exit {proc.returncode}); "
+                        f"see {self.state}/log/start.log"
+                    )
         deadline = time.monotonic() + timeout
         for port in PORTS.values():
             while not _port_open(port):

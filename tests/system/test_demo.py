@@ -23,13 +23,25 @@ def _metrics(url: str) -> str:
 def test_demo_probes_on_a_schedule_serves_metrics_and_shows_a_caught_failure(tmp_path):
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "relayprobe", "demo", "--count", "3", "--interval", "1",
-         "--state-dir", str(tmp_path), "--web.listen-address", f"127.0.0.1:{port}"],
+        [
+            sys.executable,
+            "-m",
+            "relayprobe",
+            "demo",
+            "--count",
+            "3",
+            "--interval",
+            "1",
+            "--state-dir",
+            str(tmp_path),
+            "--web.listen-address",
+            f"127.0.0.1:{port}",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         cwd=ROOT,
-    )  # fmt: skip
+    )
     try:
         # While it runs, the daemon's own /metrics says the good target succeeds.
         deadline, metrics = time.monotonic() + 30, ""

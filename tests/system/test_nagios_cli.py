@@ -354,10 +354,22 @@ def late_target(testbed: Any) -> Iterator[str]:
 @pytest.mark.testbed
 def test_e2e_ok_with_thresholds_and_required_auth(testbed: Any) -> None:
     out, code, err = run(
-        *quick_args(testbed, "inbox@probe.test", "-w", "5", "-c", "10", "--expect-spf", "pass",
-                    "--expect-dkim", "pass", "--expect-dmarc", "pass"),
+        *quick_args(
+            testbed,
+            "inbox@probe.test",
+            "-w",
+            "5",
+            "-c",
+            "10",
+            "--expect-spf",
+            "pass",
+            "--expect-dkim",
+            "pass",
+            "--expect-dmarc",
+            "pass",
+        ),
         env=tb_env(testbed),
-    )  # fmt: skip
+    )
     lines = out.splitlines()
     assert code == 0, out + err
     head = "M365 RELAY OK - testbed: delivered to INBOX in "

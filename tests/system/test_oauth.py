@@ -83,9 +83,14 @@ async def test_expired_token_is_renewed(oauth: OAuthEnv) -> None:  # noqa: F811
     time.sleep(3.3)  # Dovecot compares whole seconds: exp < now
     # The old token is really dead: Dovecot refuses it.
     with pytest.raises(ProbeFailure) as refused:
-        imap.connect(config.targets[0].mailbox.model_copy(
-            update={"auth": config.targets[0].mailbox.auth.model_copy(update={"username": SENDER})}
-        ), token=first).logout()  # fmt: skip
+        imap.connect(
+            config.targets[0].mailbox.model_copy(
+                update={
+                    "auth": config.targets[0].mailbox.auth.model_copy(update={"username": SENDER})
+                }
+            ),
+            token=first,
+        ).logout()
     assert refused.value.reason is Reason.IMAP_AUTH_FAILED
     result = await run_probe(
         config, config.targets[0], smtp_token=smtp_token, imap_token=imap_token
@@ -216,8 +221,13 @@ async def test_connector_with_unknown_certificate_is_refused_like_m365(oauth: OA
 
 def _connector_target(env: OAuthEnv, cert, key) -> dict:  # type: ignore[no-untyped-def]
     t = env.target(mode="connector")
-    t["smtp"] = {"host": "127.0.0.1", "port": env.pair.connector_port, "ca_file": str(env.ca_file),
-                 "client_cert_file": str(cert), "client_key_file": str(key)}  # fmt: skip
+    t["smtp"] = {
+        "host": "127.0.0.1",
+        "port": env.pair.connector_port,
+        "ca_file": str(env.ca_file),
+        "client_cert_file": str(cert),
+        "client_key_file": str(key),
+    }
     return t
 
 

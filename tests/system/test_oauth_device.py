@@ -51,10 +51,23 @@ def _write_config(env: OAuthEnv, tmp_path: Path) -> tuple[Path, Path]:
 def _login(env: OAuthEnv, config: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     environ = dict(os.environ, **{oauth_mod.CA_ENV: str(env.ca_file), "PYTHONPATH": str(ROOT)})
     return subprocess.run(
-        [sys.executable, "-m", "relayprobe", *extra, "login", "--config", str(config),
-         "--target", "oauth"],
-        cwd=ROOT, env=environ, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "relayprobe",
+            *extra,
+            "login",
+            "--config",
+            str(config),
+            "--target",
+            "oauth",
+        ],
+        cwd=ROOT,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def _signed_in(env: OAuthEnv, tmp_path: Path) -> tuple[Path, Path]:

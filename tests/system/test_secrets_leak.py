@@ -57,8 +57,12 @@ def test_nothing_the_process_writes_contains_a_secret_or_token(
     with log_file.open("wb") as log:
         proc = subprocess.run(
             [sys.executable, "-m", "tests.oauth.leak_driver", str(path), level],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=log, timeout=120,
-        )  # fmt: skip
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            timeout=120,
+        )
     written = proc.stdout.decode() + log_file.read_text()
     assert proc.returncode == 0, written[-3000:]
     # The run did what it should, so the grep covers real output:

@@ -41,10 +41,17 @@ def test_json_output_is_the_design_contract():
     code, out, _ = run(str(FIXTURES / "m365-2020-recipient-domain-tokens.txt"), as_json=True)
     assert code == 0
     assert json.loads(out) == {
-        "auth": {"spf": "pass", "dkim": "pass", "dmarc": "pass", "dmarc_action": "none",
-                 "compauth": None, "compauth_reason": None, "source": "Authentication-Results"},
+        "auth": {
+            "spf": "pass",
+            "dkim": "pass",
+            "dmarc": "pass",
+            "dmarc_action": "none",
+            "compauth": None,
+            "compauth_reason": None,
+            "source": "Authentication-Results",
+        },
         "spam": {"scl": 1, "bcl": 0, "sfv": "NSPM", "cat": "NONE"},
-    }  # fmt: skip
+    }
 
 
 def test_interpretation_for_non_microsoft_receiver_and_dmarc_failure():

@@ -29,14 +29,20 @@ def test_microsoft_form_has_no_authserv_id_and_parses_every_result():
     parsed = parse_authentication_results(MS_2026)
     assert parsed.authserv_id is None
     assert parsed.results == [
-        MethodResult("spf", "pass", None, "sender IP is 198.51.100.60",
-                     {"smtp.mailfrom": "em-1234.example.com"}),
+        MethodResult(
+            "spf",
+            "pass",
+            None,
+            "sender IP is 198.51.100.60",
+            {"smtp.mailfrom": "em-1234.example.com"},
+        ),
         MethodResult("dkim", "pass", None, "signature was verified", {"header.d": "example.com"}),
-        MethodResult("dkim", "pass", None, "signature was verified",
-                     {"header.d": "mailer.example.net"}),
+        MethodResult(
+            "dkim", "pass", None, "signature was verified", {"header.d": "mailer.example.net"}
+        ),
         MethodResult("dmarc", "pass", None, None, {"action": "none", "header.from": "example.com"}),
         MethodResult("compauth", "pass", "100", None, {"reason": "100"}),
-    ]  # fmt: skip
+    ]
 
 
 def test_authres_package_rejects_the_microsoft_form_that_we_accept():
