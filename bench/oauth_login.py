@@ -39,7 +39,7 @@ async def measure(env) -> list[str]:  # type: ignore[no-untyped-def]
     rows = []
     cold = []
     for _ in range(20):
-        oauth.clear_cache()
+        oauth.clear_token_cache()
         provider = oauth.token_provider(target.smtp.auth, ca_file=env.ca_file)
         start = time.perf_counter()
         await provider()

@@ -17,7 +17,7 @@ from exporters.metrics import CachedExposition
 from exporters.scheduler import Scheduler
 from exporters.store import ResultStore
 from exporters.webconfig import WebConfig, WebConfigError, load_web_config
-from probe import Config, ConfigError, __version__, load_config
+from probe import Config, ConfigError, __version__, clear_token_cache, load_config
 
 log = logging.getLogger("relayprobe.daemon")
 
@@ -116,6 +116,9 @@ class Daemon:
     async def reload(self) -> list[str]:
         """Load the config (and web config) again; on any error keep the old one and say why."""
         async with self._reload_lock:
+            # A reload is also how an operator says "the tenant changed" (consent granted, key
+            # rotated, secret renewed): every cached token and loaded sign-in is dropped with it.
+            clear_token_cache()
             try:
                 config = await asyncio.to_thread(self.load)
                 web_config = load_web_config(self.web_config_file)

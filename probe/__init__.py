@@ -29,6 +29,7 @@ _EXPORTS = {
     "MailboxWatch": "probe.imap.watch",
     "Found": "probe.imap.watcher",
     "ProbeFailure": "probe.failure",
+    "clear_token_cache": "probe.m365.tokens",
     "AUTH_METHODS": "probe.result",
     "CONFIGURATION_REASONS": "probe.result",
     "SMTP_PHASES": "probe.result",

@@ -56,6 +56,7 @@ class Reason(StrEnum):
     AUTH_FAILED = "auth_failed"
     AUTH_BASIC_DISABLED = "auth_basic_disabled"
     OAUTH_TOKEN_FAILED = "oauth_token_failed"
+    OAUTH_UNAVAILABLE = "oauth_unavailable"
     SEND_AS_DENIED = "send_as_denied"
     THROTTLED = "throttled"
     SMTP_TEMPORARY_FAILURE = "smtp_temporary_failure"

@@ -54,7 +54,7 @@ def provider_for(auth: Auth | None, *, ca_file: Path | None = None) -> TokenProv
     return token_provider(auth, ca_file=ca_file)
 
 
-def clear_cache() -> None:
+def clear_token_cache() -> None:
     """Forget every cached token and loaded sign-in (tests; a reloaded configuration)."""
     clear_app_only_cache()
     clear_delegated_states()

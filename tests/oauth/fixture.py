@@ -93,7 +93,7 @@ class OAuthEnv:
         for c in self.authority.clients.values():
             c.permitted = True
         self.authority.device.reset()
-        oauth_mod.clear_cache()
+        oauth_mod.clear_token_cache()
 
 
 _shared: list[OAuthEnv] = []  # one running stand-in per process
