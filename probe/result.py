@@ -88,6 +88,7 @@ CONFIGURATION_REASONS = frozenset(
         Reason.SEND_AS_DENIED,
         Reason.THROTTLED,
         Reason.IMAP_AUTH_FAILED,
+        Reason.FOLDER_MISSING,
     }
 )
 

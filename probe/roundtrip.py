@@ -137,7 +137,31 @@ async def _round_trip(
         watch.forget(tag)
         timings.total_seconds = time.monotonic() - t0
         where = ", ".join(f'"{f}"' for f in watch.folders)
-        problem = watch.last_error()
+        outage = watch.outage(t0)
+        if outage is not None:
+            # The mailbox could not be watched for part of the wait: the probe may well have
+            # arrived unseen, so the relay is not to blame (docs/architecture.md, "Reasons").
+            return ProbeResult(
+                target=target.name,
+                status=Status.CRITICAL,
+                stage=Stage.DELIVER,
+                reason=Reason.IMAP_FAILED,
+                message=(
+                    f"deliver: the relay accepted the probe ({outcome.receipt.reply_code} "
+                    f"{outcome.receipt.reply}) but the mailbox could not be watched during the "
+                    f"{target.timeout:g} s wait: {outage}"
+                ),
+                remedy=(
+                    "the IMAP server was unreachable or dropped the connection while relayprobe "
+                    "waited; tried again at the next run (a probe mail that arrived meanwhile is "
+                    "found then, counted as late and removed)"
+                ),
+                started_at=started_at,
+                timings=timings,
+                smtp=outcome.receipt,
+                arrival=Arrival(late_count=late_at_start),
+                probe_id=tag.probe_id,
+            )
         return ProbeResult(
             target=target.name,
             status=Status.CRITICAL,
@@ -147,7 +171,6 @@ async def _round_trip(
                 f"deliver: the relay accepted the probe ({outcome.receipt.reply_code} "
                 f"{outcome.receipt.reply}) but it was not in {where} of {target.rcpt_to} "
                 f"within {target.timeout:g} s"
-                + (f"; the mailbox watcher reports: {problem}" if problem else "")
             ),
             remedy=(
                 "look for the message in the relay's queue or Microsoft's message trace "
@@ -176,7 +199,7 @@ async def _round_trip(
     status, reason, stage = verdict_judgement.status, verdict_judgement.reason, Stage.DONE
     message = verdict_judgement.message or (
         f"delivered to {found.folder} in {delivery:.2f} s; "
-        f"spf={verdict.auth.spf} dkim={verdict.auth.dkim} dmarc={verdict.auth.dmarc}"
+        + " ".join(f"{m}={getattr(verdict.auth, m) or '-'}" for m in ("spf", "dkim", "dmarc"))
     )
     if found.cleanup_error and status is Status.OK:
         status, reason, stage = Status.WARNING, Reason.CLEANUP_FAILED, Stage.CLEANUP
@@ -203,9 +226,11 @@ def _read_verdict(headers: bytes) -> HeaderVerdict:
 def _failed(target: Target, started_at: dt.datetime, failure: ProbeFailure) -> ProbeResult:
     timings = Timings.of_smtp(failure.phases)
     # A configuration-class or relay failure is CRITICAL: the path an application uses is broken.
+    # A local problem (out of descriptors, an unreadable file) says nothing about the relay: UNKNOWN.
+    local = failure.reason is Reason.INTERNAL_ERROR
     return ProbeResult(
         target=target.name,
-        status=Status.CRITICAL,
+        status=Status.UNKNOWN if local else Status.CRITICAL,
         stage=failure.stage,
         reason=failure.reason,
         message=failure.message,

@@ -64,7 +64,9 @@ def _parser() -> argparse.ArgumentParser:
     once.add_argument(
         "--target", action="append", metavar="NAME", help="only this target (repeatable)"
     )
-    once.add_argument("--json", action="store_true", help="print the results as JSON")
+    once.add_argument(
+        "--json", action="store_true", help="print the results (or the config errors) as JSON"
+    )
 
     analyze = sub.add_parser(
         "analyze", help="print the receiver's verdict from a saved message or header block"
@@ -73,7 +75,19 @@ def _parser() -> argparse.ArgumentParser:
     analyze.add_argument("--json", action="store_true", help="print the verdict as JSON")
 
     validate = sub.add_parser("validate", help="check a configuration file and list every error")
-    validate.add_argument("config", metavar="CONFIG")
+    # The positional CONFIG predates --config; both stay, one of them is required.
+    where = validate.add_mutually_exclusive_group(required=True)
+    where.add_argument("config", nargs="?", metavar="CONFIG", help="the config file")
+    where.add_argument(
+        "--config",
+        "--config.file",
+        dest="config_file",
+        metavar="FILE",
+        help="CONFIG as an option, like the other subcommands take it",
+    )
+    validate.add_argument(
+        "--json", action="store_true", help="print the result (valid, errors, targets) as JSON"
+    )
 
     demo = sub.add_parser(
         "demo",
@@ -119,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "validate":
         from relayprobe.validate import run_validate
 
-        return run_validate(args.config)
+        return run_validate(args.config or args.config_file, as_json=args.json)
     if args.command == "demo":
         from relayprobe.demo import run_demo
 

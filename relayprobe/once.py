@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, TextIO
 
-from probe.result import ProbeResult, Status
+from probe.config import ConfigError, load_config
+from probe.result import AUTH_METHODS, ProbeResult, Status
 from probe.roundtrip import run_probe
 from relayprobe.selection import load_selected
+from relayprobe.validate import dump_json, problems_json
 
 if TYPE_CHECKING:
-    pass
+    from probe.config import Config, Target
 
 
 def run_once(
@@ -24,20 +25,41 @@ def run_once(
     out: TextIO = sys.stdout,
     err: TextIO = sys.stderr,
 ) -> int:
-    loaded = load_selected(path, targets, err=err)
+    if as_json:
+        loaded = _load_for_json(path, targets, out=out, err=err)
+    else:
+        loaded = load_selected(path, targets, err=err)
     if loaded is None:
         return 3
     config, selected = loaded
     results = asyncio.run(_run_all(config, selected))
     if as_json:
-        json.dump({"results": [r.to_dict() for r in results]}, out, indent=2)
-        out.write("\n")
+        dump_json({"results": [r.to_dict() for r in results]}, out)
     else:
         out.write(format_results(results))
     return worst(results).exit_code
 
 
-async def _run_all(config, selected) -> list[ProbeResult]:  # type: ignore[no-untyped-def]
+def _load_for_json(
+    path: str, names: Sequence[str] | None, *, out: TextIO, err: TextIO
+) -> tuple[Config, list[Target]] | None:
+    """load_selected for --json: a bad config is a JSON document on stdout, so a script that
+    parses the output learns what is wrong instead of finding nothing to parse."""
+    config = None
+    try:
+        config = load_config(path)
+        selected = [config.target(n) for n in names] if names else list(config.targets)
+    except ConfigError as exc:
+        # An unknown --target fails after loading: the config's own warnings still apply.
+        warnings = exc.warnings if config is None else config.warnings
+        dump_json({"results": [], **problems_json(exc.errors, warnings, exc.file)}, out)
+        return None
+    for warning in config.warnings:
+        print(f"warning: {warning}", file=err)
+    return config, selected
+
+
+async def _run_all(config: Config, selected: Sequence[Target]) -> list[ProbeResult]:
     # Targets run one after another: several targets often share a sending mailbox, and
     # Microsoft allows only three concurrent SMTP connections per mailbox.
     return [await run_probe(config, target) for target in selected]
@@ -45,6 +67,11 @@ async def _run_all(config, selected) -> list[ProbeResult]:  # type: ignore[no-un
 
 def worst(results: Sequence[ProbeResult]) -> Status:
     return max((r.status for r in results), key=lambda s: s.severity, default=Status.UNKNOWN)
+
+
+def _shown(value: object) -> str:
+    """A verdict value for people: "-" where the header did not say (never Python's None)."""
+    return "-" if value is None else str(value)
 
 
 def _seconds(value: float | None) -> str:
@@ -70,8 +97,9 @@ def format_results(results: Sequence[ProbeResult]) -> str:
             lines.append(f"  reply     {s.reply_code} {s.reply}")
         a, sp = r.verdict.auth, r.verdict.spam
         lines.append(
-            f"  verdict   spf={a.spf} dkim={a.dkim} dmarc={a.dmarc} compauth={a.compauth} "
-            f"scl={sp.scl} sfv={sp.sfv} [{a.source or 'no auth header'}]"
+            "  verdict   "
+            + " ".join(f"{m}={getattr(a, m) or '-'}" for m in AUTH_METHODS)
+            + f" scl={_shown(sp.scl)} sfv={sp.sfv or '-'} [{a.source or 'no auth header'}]"
         )
         placement = r.arrival.placement
         folder = f" ({r.arrival.folder})" if r.arrival.folder else ""

@@ -2,6 +2,7 @@
 
 from probe.config.durations import parse_duration
 from probe.config.load import load_config, parse_config, redacted_dict
+from probe.config.messages import split_problem
 from probe.config.model import (
     Auth,
     Config,
@@ -30,4 +31,5 @@ __all__ = [
     "parse_config",
     "parse_duration",
     "redacted_dict",
+    "split_problem",
 ]

@@ -30,6 +30,9 @@ def parse_duration(v: str | int | float) -> float:
             raise _invalid(v, "must not be negative")
         return float(v)
     s = v.strip()
+    if s.startswith("-") and _is_duration(s[1:]):
+        # "-5s" is a duration with a sign, not a typo: say what is wrong with it, not the syntax.
+        raise _invalid(v, "must not be negative")
     if _NUMBER.fullmatch(s):
         return float(s)
     total, pos, last = 0.0, 0, -1
@@ -43,6 +46,14 @@ def parse_duration(v: str | int | float) -> float:
     if pos == 0 or pos != len(s):
         raise _invalid(v)
     return total
+
+
+def _is_duration(s: str) -> bool:
+    try:
+        parse_duration(s)
+    except ValueError:
+        return False
+    return True
 
 
 def format_duration(seconds: float) -> str:

@@ -18,6 +18,7 @@ from probe.config.model import (
     Config,
     ConfigError,
     ConfigIn,
+    Defaults,
     Target,
     TargetBase,
     TargetIn,
@@ -84,7 +85,9 @@ def _merge(base: Any, own: Any) -> Any:
     )
 
 
-def _threshold_problems(p: str, t: TargetIn, th: Thresholds, timeout: float) -> list[str]:
+def _threshold_problems(p: str, t: TargetIn, th: Thresholds, timeout: float | None) -> list[str]:
+    """Thresholds against each other and against the timeout (None: unknown, not compared)."""
+
     def own(key: str, model: Any) -> str:
         return "" if model is not None and key in model.model_fields_set else " (from defaults)"
 
@@ -97,7 +100,7 @@ def _threshold_problems(p: str, t: TargetIn, th: Thresholds, timeout: float) -> 
             f"{format_duration(c)}{cs}"
         )
     key, top, src = ("critical", c, cs) if c is not None else ("warning", w, ws)
-    if top is not None and top > timeout:
+    if top is not None and timeout is not None and top > timeout:
         out.append(
             f"{p}.thresholds.{key}: {format_duration(top)}{src} must not exceed timeout "
             f"{format_duration(timeout)}{ts}; a later arrival is a timeout"
@@ -105,30 +108,46 @@ def _threshold_problems(p: str, t: TargetIn, th: Thresholds, timeout: float) -> 
     return out
 
 
+def _inherited(t: TargetIn, d: Defaults, gaps: frozenset[str], key: str) -> Any:
+    """What target ``t`` ends up with for ``key``: its own value, or the default's (merged key by
+    key for expect and thresholds); None when that depends on a ``defaults`` key that failed."""
+    own = getattr(t, key)
+    if key in ("expect", "thresholds"):
+        if key not in gaps:
+            return _merge(getattr(d, key), own)
+        # Without a usable default only a target that sets every key knows its own value.
+        complete = own is not None and own.model_fields_set >= set(type(own).model_fields)
+        return own if complete else None
+    if own is not None:
+        return own
+    return None if key in gaps else getattr(d, key)
+
+
+def _target_problems(
+    i: int, t: TargetIn, d: Defaults, gaps: frozenset[str] = frozenset()
+) -> list[str]:
+    """The cross-field checks of one target, run on what it inherits from ``defaults``.
+
+    ``gaps`` names the keys of ``defaults`` that failed validation: a check that would need one
+    is skipped rather than run on a stand-in value (which could report a false contradiction).
+    """
+    p, out = f"targets[{i}]", []
+    thresholds = _inherited(t, d, gaps, "thresholds")
+    if thresholds is not None:
+        out += _threshold_problems(p, t, thresholds, _inherited(t, d, gaps, "timeout"))
+    expect, junk = _inherited(t, d, gaps, "expect"), _inherited(t, d, gaps, "junk_folders")
+    if expect is not None and expect.placement == "junk" and junk is not None and not junk:
+        out.append(f'{p}.expect.placement: "junk" needs at least one junk_folders entry')
+    return out
+
+
 def _resolve(cin: ConfigIn, warnings: list[str], errors: list[str]) -> Config:
     d, targets = cin.defaults, []
+    inheritable = set(Target.model_fields) - set(TargetBase.model_fields)
     for i, t in enumerate(cin.targets):
-        timeout = d.timeout if t.timeout is None else t.timeout
-        thresholds = _merge(d.thresholds, t.thresholds)
-        errors += _threshold_problems(f"targets[{i}]", t, thresholds, timeout)
+        errors += _target_problems(i, t, d)
         base = {k: getattr(t, k) for k in TargetBase.model_fields}
-        junk = d.junk_folders if t.junk_folders is None else t.junk_folders
-        expect = _merge(d.expect, t.expect)
-        if expect.placement == "junk" and not junk:
-            errors.append(
-                f'targets[{i}].expect.placement: "junk" needs at least one junk_folders entry'
-            )
-        targets.append(
-            Target(
-                **base,
-                timeout=timeout,
-                thresholds=thresholds,
-                expect=expect,
-                interval=d.interval if t.interval is None else t.interval,
-                jitter=d.jitter if t.jitter is None else t.jitter,
-                junk_folders=junk,
-            )
-        )
+        targets.append(Target(**base, **{k: _inherited(t, d, frozenset(), k) for k in inheritable}))
     return Config(
         instance=cin.instance,
         tag_secret=cin.tag_secret,
@@ -136,6 +155,45 @@ def _resolve(cin: ConfigIn, warnings: list[str], errors: list[str]) -> Config:
         targets=targets,
         warnings=warnings,
     )
+
+
+def _usable_defaults(
+    data: Mapping[str, Any], context: dict[str, Any]
+) -> tuple[Defaults, frozenset[str]] | None:
+    """(Defaults, gaps) from the keys of ``defaults`` that validate on their own; None if it is
+    not even a mapping. Used when the config as a whole failed, for the cross-field checks."""
+    if "defaults" not in data:
+        return Defaults(), frozenset()
+    raw = data["defaults"]
+    if not isinstance(raw, Mapping):
+        return None
+    good: dict[Any, Any] = {}
+    gaps: set[str] = set()
+    for key, value in raw.items():
+        try:
+            Defaults.model_validate({key: value}, context=context)
+        except ValidationError:
+            gaps.add(str(key))
+        else:
+            good[key] = value
+    return Defaults.model_validate(good, context=context), frozenset(gaps)
+
+
+def _partial_problems(data: Mapping[str, Any], context: dict[str, Any]) -> list[str]:
+    """Cross-field problems of the targets that validated on their own, when something else in
+    the config did not: a bad port in one target must not hide a contradiction in another."""
+    usable, targets = _usable_defaults(data, context), data.get("targets")
+    if usable is None or not isinstance(targets, list):
+        return []
+    d, gaps = usable
+    out: list[str] = []
+    for i, raw in enumerate(targets):
+        try:
+            t = TargetIn.model_validate(raw, context=context)
+        except ValidationError:
+            continue  # its own field errors are reported already; its checks would guess
+        out += _target_problems(i, t, d, gaps)
+    return out
 
 
 def parse_config(
@@ -147,31 +205,46 @@ def parse_config(
     ctx: dict[str, Any] = {"base_dir": Path(base_dir), "errors": [], "warnings": []}
     errors: list[str] = ctx["errors"]
     prepared = _prepare(data, os.environ if environ is None else environ, ctx)
-    config = None
+    context, config = {"base_dir": ctx["base_dir"]}, None
     try:
-        cin = ConfigIn.model_validate(prepared, context={"base_dir": ctx["base_dir"]})
-        config = _resolve(cin, ctx["warnings"], errors)
+        cin = ConfigIn.model_validate(prepared, context=context)
     except ValidationError as exc:
         for e in exc.errors(include_url=False):
             errors += translate(e)
+        errors += _partial_problems(prepared, context)
+    else:
+        config = _resolve(cin, ctx["warnings"], errors)
     if errors or config is None:
-        raise ConfigError(sorted(dict.fromkeys(errors), key=error_order)) from None
+        raise ConfigError(
+            sorted(dict.fromkeys(errors), key=error_order), warnings=ctx["warnings"]
+        ) from None
     return config
+
+
+def _yaml_problem(e: yaml.MarkedYAMLError, text: str) -> str:
+    """ ":LINE:COL: invalid YAML: ..." for a parser error, pointing where the fix is needed."""
+    mark, what = e.problem_mark or e.context_mark, e.problem or e.context
+    at_end = e.problem_mark is not None and not text[e.problem_mark.index :].strip()
+    if at_end and e.context_mark is not None and e.context:
+        # The parser ran to the end of the file looking for a closing quote or bracket: the end
+        # is no help, the place where the unclosed thing opened is (the context mark).
+        mark, what = e.context_mark, f"{e.problem} {e.context}"
+    at = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+    return f"{at}: invalid YAML: {what}"
 
 
 def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None) -> Config:
     """Read and validate the YAML config file at ``path``; ConfigError lists every problem."""
-    p, problem = Path(path), None
+    p, problem, text = Path(path), None, ""
     try:
-        data = yaml.load(p.read_text(encoding="utf-8"), Loader=_Loader)
+        text = p.read_text(encoding="utf-8")
+        data = yaml.load(text, Loader=_Loader)
     except OSError as e:
         problem = f"{p}: cannot read config file: {e.strerror or e}"
     except UnicodeDecodeError:
         problem = f"{p}: not UTF-8 text"
     except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        at = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
-        problem = f"{p}{at}: invalid YAML: {e.problem or e.context}"
+        problem = f"{p}{_yaml_problem(e, text)}"
     except yaml.YAMLError:
         problem = f"{p}: invalid YAML"
     if problem:

@@ -7,6 +7,7 @@ import json
 import re
 import typing
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
@@ -92,7 +93,8 @@ def translate(e: Any) -> list[str]:
     where = _path(loc)
     if kind == "relayprobe":
         if ctx.get("problems"):
-            return [f"{where}.{f}: {m}" if where else f"{f}: {m}" for f, m in ctx["problems"]]
+            # A problem with field "" belongs to the model itself (several of its keys at once).
+            return [f"{'.'.join(x for x in (where, f) if x)}: {m}" for f, m in ctx["problems"]]
         msg = ctx["msg"]
     elif kind == "missing":
         secret = _keys_at(loc[:-1]).count(f"{loc[-1]}_file")
@@ -127,3 +129,17 @@ def translate(e: Any) -> list[str]:
 def error_order(line: str) -> list[tuple[int, Any]]:
     path = line.split(": ", 1)[0]
     return [(0, int(p)) if p.isdigit() else (1, p) for p in re.split(r"[.\[\]]+", path) if p]
+
+
+# A config path as _path writes it: no spaces, quotes or colons (prose and file:line:col have some).
+_CONFIG_PATH = re.compile(r"[^\s:\"']+")
+
+
+def split_problem(line: str, file: Path | None = None) -> dict[str, str | None]:
+    """One "path: message" line as {"path", "message"}; path None when the line has no config
+    path (a problem of the file itself, starting with ``file``, or of the top level)."""
+    path, sep, message = line.partition(": ")
+    in_file = file is not None and line.startswith(f"{file}:")
+    if not sep or in_file or not _CONFIG_PATH.fullmatch(path):
+        return {"path": None, "message": line}
+    return {"path": path, "message": message}

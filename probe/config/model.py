@@ -32,9 +32,17 @@ from probe.config.secrets import Secret
 class ConfigError(Exception):
     """Every problem found in a configuration, one "path: message" line each."""
 
-    def __init__(self, errors: list[str] | str, *, file: Path | None = None) -> None:
+    def __init__(
+        self,
+        errors: list[str] | str,
+        *,
+        file: Path | None = None,
+        warnings: list[str] | None = None,
+    ) -> None:
         self.errors = [errors] if isinstance(errors, str) else list(errors)
         self.file = file  # the config file, when loaded from one
+        # Warnings found before validation failed: --json output reports them with the errors.
+        self.warnings = list(warnings or [])
         super().__init__("\n".join(self.errors))
 
 
@@ -100,6 +108,11 @@ class Auth(_Model):
         if need not in got:
             alt = f" or {need}_file" if need in self._secret_fields else ""
             out.append((need, f'required by method "{m}" (set {need}{alt})'))
+        if m == "oauth2" and {"tenant_id", "authority"} <= got:
+            # The authority wins (probe/m365/authority.py) and tenant_id would be silently
+            # ignored, though the two may name different tenants. "" is the auth block itself.
+            both = "set either tenant_id or authority, not both"
+            out.append(("", f"{both} (authority already names the tenant)"))
         if m == "oauth2" and self.flow == "device_code":
             out += self._device_code_problems(got)
         elif m == "oauth2":

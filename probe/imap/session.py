@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import logging
+import re
 import socket
 import ssl
 from typing import TYPE_CHECKING
@@ -12,7 +14,7 @@ import imapclient
 from imapclient.exceptions import IMAPClientError, LoginError
 
 from probe import tls
-from probe.failure import ProbeFailure
+from probe.failure import ProbeFailure, local_failure
 from probe.m365.codes import IMAP_OAUTH_REMEDY
 from probe.result import Reason, Stage
 
@@ -35,11 +37,13 @@ def connect(cfg: Mailbox, *, token: str | None = None) -> imapclient.IMAPClient:
     try:
         ctx = tls.client_context(ca_file=cfg.ca_file)
     except (OSError, ssl.SSLError) as exc:
-        raise ProbeFailure.at(
+        local = local_failure(Stage.DELIVER, exc, "loading mailbox.ca_file", file="mailbox.ca_file")
+        raise local or ProbeFailure.at(
             Stage.DELIVER,
             Reason.TLS_FAILED,
             where(cfg),
-            f"cannot load mailbox.ca_file ({exc}); check the file",
+            f"cannot load mailbox.ca_file ({exc})",
+            remedy="mailbox.ca_file must be a PEM CA bundle",
         ) from None
     try:
         client = imapclient.IMAPClient(
@@ -51,25 +55,38 @@ def connect(cfg: Mailbox, *, token: str | None = None) -> imapclient.IMAPClient:
         )
     except socket.gaierror as exc:
         raise ProbeFailure.at(
-            Stage.DELIVER, Reason.DNS_ERROR, where(cfg), f"cannot resolve {cfg.host!r} ({exc})"
+            Stage.DELIVER,
+            Reason.DNS_ERROR,
+            where(cfg),
+            f"cannot resolve {cfg.host!r} ({exc})",
+            remedy="check mailbox.host and this host's DNS resolver; tried again at the next run",
         ) from None
     except ConnectionRefusedError:
         raise ProbeFailure.at(
             Stage.DELIVER,
             Reason.IMAP_FAILED,
             where(cfg),
-            "connection refused; check mailbox.host and .port",
+            "connection refused",
+            remedy="check that the IMAP server listens on mailbox.host and mailbox.port; "
+            "tried again at the next run",
         ) from None
     except ssl.SSLError as exc:
         raise ProbeFailure.at(
             Stage.DELIVER,
             Reason.TLS_FAILED,
             where(cfg),
-            f"TLS handshake failed ({exc}); check mailbox.ca_file",
+            f"TLS handshake failed ({exc})",
+            remedy="set mailbox.ca_file to the CA that issued the IMAP server's certificate, or "
+            "fix the certificate",
         ) from None
     except (OSError, IMAPClientError) as exc:
-        raise ProbeFailure.at(
-            Stage.DELIVER, Reason.IMAP_FAILED, where(cfg), f"cannot connect ({exc})"
+        local = local_failure(Stage.DELIVER, exc, f"connect {where(cfg)}")
+        raise local or ProbeFailure.at(
+            Stage.DELIVER,
+            Reason.IMAP_FAILED,
+            where(cfg),
+            f"cannot connect ({server_text(exc)})",
+            remedy="check the network path to the IMAP server; tried again at the next run",
         ) from None
     try:
         if cfg.security == "starttls":
@@ -79,6 +96,8 @@ def connect(cfg: Mailbox, *, token: str | None = None) -> imapclient.IMAPClient:
                     Reason.STARTTLS_UNAVAILABLE,
                     where(cfg),
                     "the server does not offer STARTTLS; credentials were not sent",
+                    remedy="use the server's IMAPS port (993, mailbox.security tls) or fix its "
+                    "TLS setup",
                 )
             try:
                 client.starttls(ctx)
@@ -88,6 +107,8 @@ def connect(cfg: Mailbox, *, token: str | None = None) -> imapclient.IMAPClient:
                     Reason.TLS_FAILED,
                     where(cfg),
                     f"STARTTLS handshake failed ({exc})",
+                    remedy="set mailbox.ca_file to the CA that issued the IMAP server's "
+                    "certificate, or fix the certificate",
                 ) from None
         _login(cfg, client, token)
         log.info(
@@ -111,7 +132,18 @@ def _login(cfg: Mailbox, client: imapclient.IMAPClient, token: str | None) -> No
         else:
             client.oauth2_login(auth.username, token or "")
     except LoginError as exc:
-        text = _server_text(exc)
+        text = server_text(exc)
+        if "[UNAVAILABLE]" in text.upper():
+            # RFC 5530: the server could not check the credentials now (its backend is down);
+            # nothing is wrong with the configuration (docs/architecture.md, "Reasons").
+            raise ProbeFailure.at(
+                Stage.DELIVER,
+                Reason.IMAP_FAILED,
+                where(cfg),
+                f"login as {auth.username} failed temporarily: {text}",
+                remedy="the IMAP server could not check the credentials right now ([UNAVAILABLE]); "
+                "tried again at the next run without backing off",
+            ) from None
         failure = ProbeFailure.at(
             Stage.DELIVER,
             Reason.IMAP_AUTH_FAILED,
@@ -131,15 +163,33 @@ def _login(cfg: Mailbox, client: imapclient.IMAPClient, token: str | None) -> No
             Stage.DELIVER,
             Reason.IMAP_FAILED,
             where(cfg),
-            f"login as {auth.username} failed ({exc})",
+            f"login as {auth.username} failed ({server_text(exc)})",
+            remedy="the connection to the IMAP server broke during login; tried again at the "
+            "next run",
         ) from None
 
 
-def _server_text(exc: Exception) -> str:
+def server_text(exc: BaseException) -> str:
+    """What the server said, as text for people: no ``b'…'`` reprs, one line."""
     text = str(exc)
-    if isinstance(exc.args[0] if exc.args else None, bytes):
-        text = exc.args[0].decode("utf-8", "replace")
+    first = exc.args[0] if exc.args else None
+    if isinstance(first, bytes):
+        text = first.decode("utf-8", "replace")
+    else:
+        # imapclient wraps imaplib's bytes arguments with str(): "b'[AUTHENTICATIONFAILED] …'".
+        text = _BYTES_REPR.sub(lambda m: _unrepr(m.group(0)), text)
     return " ".join(text.split()) or "no reason given"
+
+
+_BYTES_REPR = re.compile(r"b'(?:[^'\\]|\\.)*'" + r'|b"(?:[^"\\]|\\.)*"')
+
+
+def _unrepr(literal: str) -> str:
+    try:
+        value = ast.literal_eval(literal)
+    except (ValueError, SyntaxError):
+        return literal
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else literal
 
 
 def select(cfg: Mailbox, client: imapclient.IMAPClient, folder: str) -> dict[bytes, object]:
@@ -151,7 +201,7 @@ def select(cfg: Mailbox, client: imapclient.IMAPClient, folder: str) -> dict[byt
             Stage.DELIVER,
             Reason.FOLDER_MISSING,
             where(cfg),
-            f'cannot select folder "{folder}" ({_server_text(exc)}); check mailbox.folder and '
+            f'cannot select folder "{folder}" ({server_text(exc)}); check mailbox.folder and '
             'junk_folders (Exchange Online\'s names are localised, e.g. "Junk Email")',
         ) from None
 

@@ -9,7 +9,10 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+from probe.failure import ProbeFailure
 from probe.imap.watcher import FolderWatcher, Found, WatchSettings
+from probe.m365.tokens import token_refused
+from probe.result import Stage
 from probe.tag import Tag
 
 if TYPE_CHECKING:
@@ -53,6 +56,7 @@ class MailboxWatch:
                 instance=instance,
                 on_found=self._found_in_thread,
                 token_source=self._token_in_thread,
+                token_refused=self._token_refused_in_thread,
                 settings=settings,
             )
             for folder in self.folders
@@ -78,7 +82,23 @@ class MailboxWatch:
         # Reconnects happen in watcher threads; a fresh token comes from the loop's provider.
         if self._token_provider is None or self._loop is None:
             return None
-        return asyncio.run_coroutine_threadsafe(self._token_provider(), self._loop).result(60)
+        call = asyncio.run_coroutine_threadsafe(self._token_provider(), self._loop)
+        try:
+            return call.result(60)
+        except ProbeFailure as failure:
+            raise failure.on_side("IMAP", Stage.DELIVER) from None
+
+    def _token_refused_in_thread(self, token: str) -> bool:
+        return token_refused(self._token_provider, token)
+
+    def outage(self, since: float) -> str | None:
+        """The IMAP error that kept a folder unwatched at some time after ``since`` (monotonic),
+        while waiting for a probe; None when every folder was watched throughout."""
+        for watcher in self.watchers:
+            lost = watcher.last_lost_at
+            if watcher.down_since is not None or (lost is not None and lost >= since):
+                return watcher.last_error or f"{watcher.folder!r}: connection lost"
+        return None
 
     def _found_in_thread(self, found: Found) -> None:
         loop = self._loop
@@ -117,9 +137,6 @@ class MailboxWatch:
         self._waiting.pop(tag.nonce, None)
         for watcher in self.watchers:
             watcher.forget(tag.nonce)
-
-    def last_error(self) -> str | None:
-        return next((w.last_error for w in self.watchers if w.last_error), None)
 
     async def stop(self) -> None:
         await asyncio.gather(*(asyncio.to_thread(w.stop) for w in self.watchers))

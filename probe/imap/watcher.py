@@ -15,6 +15,7 @@ from imapclient.exceptions import IMAPClientError
 
 from probe.failure import ProbeFailure
 from probe.imap import session as imap
+from probe.result import Reason
 from probe.tag import SUBJECT_MARKER, TAG_HEADER, Tag, verify_tag
 
 if TYPE_CHECKING:
@@ -70,11 +71,13 @@ class FolderWatcher:
         instance: str,
         on_found: Callable[[Found], None],
         token_source: Callable[[], str | None] = lambda: None,
+        token_refused: Callable[[str], bool] = lambda token: False,
         settings: WatchSettings | None = None,
     ) -> None:
         self.cfg, self.folder = cfg, folder
         self._secret, self._instance = secret, instance
         self._on_found, self._token_source = on_found, token_source
+        self._token_refused = token_refused
         self.settings = settings or WatchSettings()
         self._client: imapclient.IMAPClient | None = None
         self._last_uid = 0
@@ -85,11 +88,24 @@ class FolderWatcher:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self.last_error: str | None = None
+        # time.monotonic() of the last lost connection; None while the watcher is connected.
+        self.down_since: float | None = None
+        self.last_lost_at: float | None = None
 
     # -- called from the event loop's side -------------------------------------------------
     def open(self) -> None:
         """Connect, log in, select and sweep; blocking (run it in a thread). Raises ProbeFailure."""
-        client = imap.connect(self.cfg, token=self._token_source())
+        token = self._token_source()
+        try:
+            client = imap.connect(self.cfg, token=token)
+        except ProbeFailure as failure:
+            # A cached token the server refused (key rotated, consent changed): drop it and try
+            # once with a fresh one; a fresh token refused is the real auth failure.
+            if failure.reason is not Reason.IMAP_AUTH_FAILED or not token:
+                raise
+            if not self._token_refused(token):
+                raise
+            client = imap.connect(self.cfg, token=self._token_source())
         try:
             status = imap.select(self.cfg, client, self.folder)
         except ProbeFailure:
@@ -136,12 +152,17 @@ class FolderWatcher:
                 if self._client is None:
                     self.open()
                     backoff = 1.0
-                    self.last_error = None
+                    self.last_error, self.down_since = None, None
                 self._watch_once()
             except (ProbeFailure, OSError, IMAPClientError) as exc:
                 if self._stop.is_set():
                     break
-                self.last_error = f"{imap.where(self.cfg)} folder {self.folder!r}: {exc}"
+                self.last_error = (
+                    f"{imap.where(self.cfg)} folder {self.folder!r}: {imap.server_text(exc)}"
+                )
+                now = time.monotonic()
+                self.down_since = self.down_since or now
+                self.last_lost_at = now
                 log.warning("imap watcher lost its connection: %s", self.last_error)
                 if self._client is not None:
                     imap._quietly_close(self._client)

@@ -13,13 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from probe.failure import ProbeFailure
-from probe.m365.authority import (
-    authority_of,
-    explain_error,
-    explain_exception,
-    http_client,
-    token_failure,
-)
+from probe.m365.authority import authority_of, error_failure, explain_exception, http_client
 
 if TYPE_CHECKING:
     from probe.config import Auth
@@ -28,6 +22,9 @@ log = logging.getLogger("relayprobe.oauth")
 
 #: Renew this many seconds before expiry (capped at a quarter of the lifetime for short tokens).
 RENEW_BEFORE = 300.0
+#: A token the authority issued this recently is "fresh": a server refusing it means the
+#: configuration is wrong, not that a cached token went stale (docs/architecture.md, "Tokens").
+FRESH_FOR = 10.0
 
 
 @dataclass
@@ -35,9 +32,11 @@ class _Entry:
     """One cached token and the MSAL app that fetched it (reused: MSAL keeps its own cache too)."""
 
     app: Any = None
+    http: Any = None  # the app's HTTP session (remembers the last status for 429/5xx)
     token: str | None = None
     renew_at: float = 0.0  # time.monotonic() after which a fresh token is fetched
     expires_at: float = 0.0
+    fetched_at: float = 0.0  # time.monotonic() when the authority issued ``token``
 
 
 # One entry per (authority, client, credential, scope, CA): SMTP and IMAP of one app share it.
@@ -93,11 +92,12 @@ class AppOnlyProvider:
             kw: dict[str, Any] = {}
             if self.auth.authority:
                 kw["instance_discovery"] = False  # a custom authority: no Microsoft discovery
+            entry.http = http_client(self.ca_file)
             entry.app = msal.ConfidentialClientApplication(
                 self.auth.client_id,
                 client_credential=self.credential,
                 authority=self.authority,
-                http_client=http_client(self.ca_file),
+                http_client=entry.http,
                 **kw,
             )
         return entry.app
@@ -115,18 +115,12 @@ class AppOnlyProvider:
                 entry.app = None  # a constructor failure must not stick
                 raise self._exception(exc) from None
             if "access_token" not in result:
-                raise token_failure(
-                    self.auth,
-                    *explain_error(
-                        self.auth,
-                        str(result.get("error")),
-                        str(result.get("error_description") or ""),
-                        list(result.get("error_codes") or []),
-                    ),
-                    self.secrets,
-                )
+                status = getattr(entry.http, "last_status", None)
+                raise error_failure(self.auth, result, status=status, secrets=self.secrets)
             lifetime = float(result.get("expires_in") or 0)
             entry.token = result["access_token"]
+            if result.get("token_source", "identity_provider") != "cache":
+                entry.fetched_at = started
             entry.expires_at = started + lifetime
             entry.renew_at = entry.expires_at - min(RENEW_BEFORE, lifetime / 4)
             log.info(
@@ -141,6 +135,22 @@ class AppOnlyProvider:
 
     def _exception(self, exc: Exception) -> ProbeFailure:
         return explain_exception(self.auth, exc, self.secrets)
+
+    def refused(self, token: str) -> bool:
+        """A server refused ``token``: drop it (and MSAL's copy). True when it was not fresh, so
+        asking again gets a new one worth trying; False when the authority had just issued it."""
+        with _LOCK:
+            entry = _CACHE.get(self.key)
+            if entry is None or entry.token != token:
+                return True  # already replaced by another caller: the next call gets that one
+            stale = time.monotonic() - entry.fetched_at > FRESH_FOR
+            entry.token, entry.renew_at, entry.app = None, 0.0, None  # MSAL caches it as well
+            log.info(
+                "oauth: a server refused the %s token for client %s; dropped",
+                "cached" if stale else "fresh",
+                self.auth.client_id,
+            )
+            return stale
 
 
 def clear_app_only_cache() -> None:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import functools
+import json
+import logging
+import re
+import ssl
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +21,12 @@ DEFAULT_AUTHORITY = "https://login.microsoftonline.com/"
 #: Trust this PEM CA bundle (alone) for the token authority; tests and private authorities.
 CA_ENV = "RELAYPROBE_OAUTH_CA_FILE"
 HTTP_TIMEOUT = 30.0
+#: OAuth error names and AADSTS codes that mean "the authority cannot answer now, ask again later"
+#: (docs/m365.md#token-errors): they are `oauth_unavailable`, never a configuration error.
+TRANSIENT_ERRORS = frozenset({"temporarily_unavailable", "server_error"})
+TRANSIENT_CODES = frozenset({90033, 50196})
+
+log = logging.getLogger("relayprobe.oauth")
 
 
 def authority_of(auth: Auth) -> str:
@@ -24,11 +34,25 @@ def authority_of(auth: Auth) -> str:
     return (auth.authority or f"{DEFAULT_AUTHORITY}{auth.tenant_id}").rstrip("/")
 
 
-def http_client(ca_file: Path | None) -> Any:
-    """A requests session for MSAL that trusts ``ca_file`` alone (when given), with a timeout."""
+def _status_session() -> Any:
     import requests
 
-    session = requests.Session()
+    class StatusSession(requests.Session):
+        """Remembers the last HTTP status: MSAL hands back a 429's JSON body without it."""
+
+        last_status: int | None = None
+
+        def request(self, *args: Any, **kwargs: Any) -> Any:
+            response = super().request(*args, **kwargs)
+            self.last_status = response.status_code
+            return response
+
+    return StatusSession()
+
+
+def http_client(ca_file: Path | None) -> Any:
+    """A requests session for MSAL that trusts ``ca_file`` alone (when given), with a timeout."""
+    session = _status_session()
     # Bound per request: requests lets REQUESTS_CA_BUNDLE override a session's verify, but never
     # an explicit request argument (tests/oauth/README.md#ca-for-the-authority).
     kw: dict[str, Any] = {"timeout": HTTP_TIMEOUT}
@@ -39,7 +63,12 @@ def http_client(ca_file: Path | None) -> Any:
 
 
 def token_failure(
-    auth: Auth, what: str, remedy: str, secrets: tuple[str, ...] = ()
+    auth: Auth,
+    what: str,
+    remedy: str,
+    secrets: tuple[str, ...] = (),
+    *,
+    reason: Reason = Reason.OAUTH_TOKEN_FAILED,
 ) -> ProbeFailure:
     """The auth-stage failure for a token that could not be had; secrets masked out."""
     message = f"token from {authority_of(auth)} for client {auth.client_id} failed: {what}"
@@ -47,12 +76,32 @@ def token_failure(
         if s:
             message = message.replace(s, "<secret>")
             remedy = remedy.replace(s, "<secret>")
-    return ProbeFailure.at(Stage.AUTH, Reason.OAUTH_TOKEN_FAILED, None, message, remedy=remedy)
+    return ProbeFailure.at(Stage.AUTH, reason, None, message, remedy=remedy)
+
+
+def unavailable_remedy(auth: Auth) -> str:
+    return (
+        f"temporary: {authority_of(auth)} could not issue a token now (unreachable, failing or "
+        "throttling); relayprobe asks again at the next run, without backing off. If it lasts, "
+        "check DNS, the outbound HTTPS proxy and firewall towards it, and Microsoft's service health"
+    )
+
+
+def clean_entra_text(text: str) -> str:
+    """Entra's error_description on one stable line: its Trace ID, Correlation ID and Timestamp
+    lines (different on every answer) dropped, whitespace and CR/LF folded."""
+    kept = []
+    for line in re.split(r"[\r\n]+", text):
+        line = re.split(r"\s*\b(?:Trace ID|Correlation ID|Timestamp):", line, maxsplit=1)[0]
+        if line.strip():
+            kept.append(line.strip())
+    return " ".join(" ".join(kept).split())
 
 
 def explain_error(auth: Auth, error: str, description: str, codes: list[int]) -> tuple[str, str]:
     """(what failed, remedy) from an Entra error; the AADSTS code picks the remedy."""
-    first = description.split(" Trace ID:")[0].strip() or error
+    log.debug("oauth: %s answered %s: %r", authority_of(auth), error, description)
+    first = clean_entra_text(description) or error
     code = f"AADSTS{codes[0]}" if codes else None
     known = aadsts_remedy(code or first)
     if known:
@@ -63,6 +112,45 @@ def explain_error(auth: Auth, error: str, description: str, codes: list[int]) ->
     )
 
 
+def is_transient(error: str, codes: list[int], status: int | None) -> bool:
+    """True when the authority's answer means "not now" rather than "no" (429, 5xx, transient)."""
+    if status is not None and (status == 429 or status >= 500):
+        return True
+    return error in TRANSIENT_ERRORS or bool(TRANSIENT_CODES & set(codes))
+
+
+def error_failure(
+    auth: Auth,
+    result: dict[str, Any],
+    *,
+    status: int | None = None,
+    secrets: tuple[str, ...] = (),
+    remedy: str | None = None,
+) -> ProbeFailure:
+    """The failure for an error answer of the token endpoint (the dict MSAL returns)."""
+    error = str(result.get("error") or "error")
+    codes = [int(c) for c in result.get("error_codes") or [] if str(c).isdigit()]
+    what, known = explain_error(auth, error, str(result.get("error_description") or ""), codes)
+    if is_transient(error, codes, status):
+        what = f"{what} (HTTP {status})" if status else what
+        return token_failure(
+            auth, what, unavailable_remedy(auth), secrets, reason=Reason.OAUTH_UNAVAILABLE
+        )
+    return token_failure(auth, what, remedy or known, secrets)
+
+
+def _http_error(auth: Auth, exc: Any, secrets: tuple[str, ...]) -> ProbeFailure:
+    """MSAL raises for a 5xx: read Entra's JSON body (AADSTS90033 …) instead of losing it."""
+    response = exc.response
+    try:
+        body = json.loads(response.text)
+    except (ValueError, AttributeError):
+        body = None
+    if not isinstance(body, dict):
+        body = {"error": f"HTTP {response.status_code}", "error_description": response.reason or ""}
+    return error_failure(auth, body, status=response.status_code, secrets=secrets)
+
+
 def explain_exception(auth: Auth, exc: Exception, secrets: tuple[str, ...] = ()) -> ProbeFailure:
     """The ProbeFailure for an exception MSAL raised (network, TLS, key, AADSTS in the text)."""
     import requests
@@ -71,12 +159,33 @@ def explain_exception(auth: Auth, exc: Exception, secrets: tuple[str, ...] = ())
     while e is not None and len(chain) < 5:
         chain.append(e)
         e = e.__cause__ or e.__context__
+    http_error = next(
+        (x for x in chain if isinstance(x, requests.HTTPError) and x.response is not None), None
+    )
+    if http_error is not None:
+        return _http_error(auth, http_error, secrets)
     text = " ".join(str(x) for x in chain)
+    lowered = text.lower()
     known = aadsts_remedy(text)
     if known:
         code, remedy = known
         return token_failure(auth, f"{code} ({type(exc).__name__})", remedy, secrets)
-    if "InvalidKeyError" in {type(x).__name__ for x in chain} or "private key" in text.lower():
+    if "password was not given" in lowered or "private key is encrypted" in lowered:
+        return token_failure(
+            auth,
+            "the certificate_file key is encrypted and no certificate_passphrase is set",
+            "set certificate_passphrase (or certificate_passphrase_file) to the key's passphrase, "
+            "or store the key unencrypted with mode 0600",
+            secrets,
+        )
+    if "bad decrypt" in lowered or "incorrect password" in lowered:
+        return token_failure(
+            auth,
+            "certificate_passphrase does not decrypt the certificate_file key",
+            "set certificate_passphrase to the passphrase the key was exported with",
+            secrets,
+        )
+    if "InvalidKeyError" in {type(x).__name__ for x in chain} or "private key" in lowered:
         return token_failure(
             auth,
             f"the certificate_file key cannot sign ({short_text(exc)})",
@@ -85,25 +194,39 @@ def explain_exception(auth: Auth, exc: Exception, secrets: tuple[str, ...] = ())
             "certificate_passphrase must match",
             secrets,
         )
+    if any(isinstance(x, ssl.SSLCertVerificationError) for x in chain) or (
+        "certificate verify failed" in lowered
+    ):
+        # An untrusted certificate does not heal by waiting: the trust store (or a TLS-inspecting
+        # proxy) needs fixing, so it is configuration-class (docs/architecture.md, "Reasons").
+        return token_failure(
+            auth,
+            f"the authority's certificate is not trusted ({short_text(exc)})",
+            f"trust the authority's CA ({CA_ENV}=FILE, or the system store), or exempt "
+            "login.microsoftonline.com from TLS inspection",
+            secrets,
+        )
     if any(isinstance(x, requests.exceptions.SSLError) for x in chain):
         return token_failure(
             auth,
             f"TLS to the authority failed ({short_text(exc)})",
-            f"trust the authority's CA ({CA_ENV}=FILE) or fix its certificate",
+            unavailable_remedy(auth)
+            + f"; if its certificate changed, trust its CA ({CA_ENV}=FILE)",
             secrets,
+            reason=Reason.OAUTH_UNAVAILABLE,
         )
     if any(isinstance(x, requests.exceptions.RequestException | OSError) for x in chain):
         return token_failure(
             auth,
             f"cannot reach the authority ({short_text(exc)})",
-            "check DNS, the outbound HTTPS proxy and firewall towards the "
-            "authority; it retries on the next run",
+            unavailable_remedy(auth),
             secrets,
+            reason=Reason.OAUTH_UNAVAILABLE,
         )
     return token_failure(
         auth,
         f"{type(exc).__name__}: {short_text(exc)}",
-        "check tenant_id/authority and the credential",
+        "check tenant_id/authority and the credential of this auth block",
         secrets,
     )
 

@@ -9,16 +9,20 @@ import os
 import re
 import stat
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from probe.failure import ProbeFailure
+from probe.m365.app_only import FRESH_FOR
 from probe.m365.authority import (
     authority_of,
+    error_failure,
     explain_error,
     explain_exception,
     http_client,
+    is_transient,
     short_text,
     token_failure,
 )
@@ -163,6 +167,11 @@ class _State:
     cache: Any
     login: str | None
     stamp: tuple[int, int]
+    force_refresh: bool = (
+        False  # a server refused the cached access token: redeem the refresh token
+    )
+    token: str | None = None
+    fetched_at: float = 0.0  # time.monotonic() when the authority issued ``token``
 
 
 # One MSAL app per (authority, client, cache file, CA): SMTP and IMAP of one target share it.
@@ -220,7 +229,9 @@ class DelegatedProvider:
                 what = "no sign-in stored" if state.stamp == (0, 0) else f"no account for {user}"
                 raise self._fail(what, f"sign in once with {login}")
             try:
-                result = state.app.acquire_token_silent_with_error([self.auth.scope], account)
+                result = state.app.acquire_token_silent_with_error(
+                    [self.auth.scope], account, force_refresh=state.force_refresh
+                )
             except Exception as exc:
                 _STATES.pop(self.key, None)
                 raise explain_exception(self.auth, exc) from None
@@ -238,7 +249,13 @@ class DelegatedProvider:
                     codes,
                 )
                 text = " ".join([f"AADSTS{codes[0]}" if codes else "", what])
+                if is_transient(str(result.get("error")), codes, None):
+                    raise error_failure(self.auth, result)
                 raise self._fail(what, delegated_remedy(text, login) or generic)
+            state.force_refresh = False
+            state.token = str(result["access_token"])
+            if result.get("token_source", "identity_provider") != "cache":
+                state.fetched_at = time.monotonic()
             if state.cache.has_state_changed:  # a refresh: keep the (rotated) refresh token
                 state.stamp = self._save(state)
             log.info(
@@ -248,6 +265,16 @@ class DelegatedProvider:
                 result.get("token_source", "identity_provider"),
             )
             return str(result["access_token"])
+
+    def refused(self, token: str) -> bool:
+        """A server refused ``token``: the next call redeems the refresh token for a new one.
+        True when the refused token was not fresh (worth one more try), else False."""
+        with _LOCK:
+            state = _STATES.get(self.key)
+            if state is None or state.token != token:
+                return True
+            state.force_refresh, state.token = True, None
+            return time.monotonic() - state.fetched_at > FRESH_FOR
 
     def _save(self, state: _State) -> tuple[int, int]:
         try:

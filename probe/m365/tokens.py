@@ -26,16 +26,17 @@ def token_provider(auth: Auth, *, ca_file: Path | None = None) -> TokenProvider:
     same app and credential shares them, so SMTP and IMAP of one app use one token. ``ca_file``
     (or the ``RELAYPROBE_OAUTH_CA_FILE`` environment variable) replaces the trust store for the
     authority. With ``flow: device_code`` the tokens come from the user's sign-in kept in
-    ``token_cache_file`` (probe/m365/delegated.py). Failures raise ``ProbeFailure(Stage.AUTH, Reason.OAUTH_TOKEN_FAILED, ...)`` with a
-    remedy picked by the AADSTS code; tokens and secrets never appear in messages or logs.
+    ``token_cache_file`` (probe/m365/delegated.py). Failures raise ``ProbeFailure`` at stage
+    auth: ``oauth_unavailable`` when the authority cannot answer now (unreachable, 5xx, 429),
+    ``oauth_token_failed`` when it refused (the AADSTS code picks the remedy); tokens and
+    secrets never appear in messages or logs. A token a server refused is dropped through
+    ``token_refused``.
     """
     if auth.method != "oauth2":
         raise ValueError(f'token_provider needs auth.method "oauth2", not "{auth.method}"')
     env_ca = os.environ.get(CA_ENV)
     ca = ca_file or (Path(env_ca) if env_ca else None)
-    if (
-        auth.flow == "device_code"
-    ):  # a user's sign-in from relayprobe login (probe/m365/delegated.py)
+    if auth.flow == "device_code":  # a user's sign-in kept by relayprobe login
         return DelegatedProvider(auth, ca)
     return AppOnlyProvider(auth, ca)
 
@@ -52,6 +53,13 @@ def provider_for(auth: Auth | None, *, ca_file: Path | None = None) -> TokenProv
 
         return static
     return token_provider(auth, ca_file=ca_file)
+
+
+def token_refused(provider: TokenProvider | None, token: str) -> bool:
+    """Tell ``provider`` a server refused ``token`` (it is dropped); True when asking again is
+    worth one retry (the token came from a cache), False for a fresh or a fixed token."""
+    refused = getattr(provider, "refused", None)
+    return bool(refused is not None and refused(token))
 
 
 def clear_token_cache() -> None:

@@ -7,27 +7,43 @@ import ssl
 
 import aiosmtplib
 
-from probe.failure import ProbeFailure
+from probe.failure import ProbeFailure, local_failure
 from probe.result import Reason, Stage
 
 
 def connect_failure(where: str, host: str, exc: BaseException) -> ProbeFailure:
     """A failed connect: DNS, refused, a TLS handshake (implicit TLS) or anything else."""
+    local = local_failure(Stage.CONNECT, exc, f"connect {where}")
+    if local is not None:
+        return local
     cause = exc.__cause__ or exc
     if isinstance(cause, ssl.SSLError):
         return tls_failure(where, cause)
     if isinstance(cause, socket.gaierror):
         return ProbeFailure.at(
-            Stage.CONNECT, Reason.DNS_ERROR, where, f"cannot resolve {host!r} ({cause})"
+            Stage.CONNECT,
+            Reason.DNS_ERROR,
+            where,
+            f"cannot resolve {host!r} ({cause})",
+            remedy="check smtp.host and this host's DNS resolver; tried again at the next run",
         )
     if isinstance(cause, ConnectionRefusedError):
         return ProbeFailure.at(
             Stage.CONNECT,
             Reason.CONNECT_REFUSED,
             where,
-            "connection refused; is the relay listening on that port?",
+            "connection refused",
+            remedy="check that the relay listens on smtp.host and smtp.port and that no "
+            "firewall refuses the connection",
         )
-    return ProbeFailure.at(Stage.CONNECT, Reason.CONNECT_FAILED, where, f"cannot connect ({cause})")
+    return ProbeFailure.at(
+        Stage.CONNECT,
+        Reason.CONNECT_FAILED,
+        where,
+        f"cannot connect ({cause})",
+        remedy="check the network path to the relay (routing, firewall, proxy); tried again "
+        "at the next run",
+    )
 
 
 def tls_failure(where: str, exc: BaseException) -> ProbeFailure:
@@ -38,7 +54,7 @@ def tls_failure(where: str, exc: BaseException) -> ProbeFailure:
         else "check that the relay speaks TLS 1.2 or newer on this port"
     )
     return ProbeFailure.at(
-        Stage.TLS, Reason.TLS_FAILED, where, f"TLS handshake failed ({exc}); {hint}"
+        Stage.TLS, Reason.TLS_FAILED, where, f"TLS handshake failed ({exc})", remedy=hint
     )
 
 

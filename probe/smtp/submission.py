@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 import aiosmtplib
 
 from probe import tls
-from probe.failure import ProbeFailure
-from probe.m365.tokens import TokenProvider
+from probe.failure import ProbeFailure, local_failure
+from probe.m365.tokens import TokenProvider, token_refused
 from probe.result import SMTP_PHASES, Reason, SmtpReceipt, Stage
 from probe.smtp.failures import command_of, connect_failure, queue_id, tls_failure
 from probe.smtp.replies import classify_auth_reply, classify_submit_reply
@@ -85,8 +85,9 @@ class _Session:
             raise self.fail(
                 Stage.CONNECT,
                 Reason.CONNECT_TIMEOUT,
-                f"no answer within {self.cfg.timeout:g} s ({exc}); check the host, port and "
-                "any firewall in between",
+                f"no answer within {self.cfg.timeout:g} s ({exc})",
+                remedy="check smtp.host, smtp.port and any firewall in between; tried again at "
+                "the next run",
             ) from None
         except aiosmtplib.SMTPConnectResponseError as exc:
             self._note_reply(exc.code, exc.message)
@@ -125,7 +126,9 @@ class _Session:
                 Stage.TLS,
                 Reason.STARTTLS_UNAVAILABLE,
                 "the server does not offer STARTTLS; nothing was sent (security: starttls never "
-                "falls back to plain text). Use the relay's submission port or fix its TLS setup",
+                "falls back to plain text)",
+                remedy="use the relay's submission port (587 on Microsoft 365) or fix its TLS "
+                "setup",
             )
         start = time.monotonic()
         self._say("STARTTLS")
@@ -137,6 +140,7 @@ class _Session:
                 Stage.TLS,
                 Reason.TLS_FAILED,
                 f"STARTTLS refused: {exc.code} {exc.message}",
+                remedy="the relay refused to start TLS: check its TLS configuration and logs",
                 reply_code=exc.code,
                 reply=exc.message,
             ) from None
@@ -172,9 +176,7 @@ class _Session:
                 else:
                     reply = await self.client.auth_login(auth.username, secret)
             else:
-                token = await self._token()
-                self._say(f"AUTH XOAUTH2 <token for {auth.username} redacted>")
-                reply = await self.client.auth_xoauth2(auth.username, token)
+                reply = await self._xoauth2(auth.username)
         except aiosmtplib.SMTPAuthenticationError as exc:
             self._note_reply(exc.code, exc.message)
             cls = classify_auth_reply(exc.code, exc.message)
@@ -189,6 +191,21 @@ class _Session:
         self._note_reply(reply.code, reply.message)
         self.phases["auth"] = time.monotonic() - start
 
+    async def _xoauth2(self, username: str) -> aiosmtplib.SMTPResponse:
+        """AUTH XOAUTH2; a refused token that came from a cache is dropped and a fresh one
+        tried once on the same connection (a rotated key or new consent is not a config error)."""
+        token = await self._token()
+        self._say(f"AUTH XOAUTH2 <token for {username} redacted>")
+        try:
+            return await self.client.auth_xoauth2(username, token)
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            refused = classify_auth_reply(exc.code, exc.message).reason is Reason.AUTH_FAILED
+            if not (refused and token_refused(self.token_provider, token)):
+                raise
+            self._say(f"{exc.code} refused a cached token: AUTH XOAUTH2 with a fresh one")
+            token = await self._token()
+            return await self.client.auth_xoauth2(username, token)
+
     async def _token(self) -> str:
         auth = self.cfg.auth
         assert auth is not None
@@ -200,7 +217,10 @@ class _Session:
                 Reason.OAUTH_TOKEN_FAILED,
                 "no OAuth token source for this target; configure smtp.auth for oauth2",
             )
-        return await self.token_provider()
+        try:
+            return await self.token_provider()
+        except ProbeFailure as failure:
+            raise failure.on_side("SMTP", Stage.AUTH) from None
 
     async def submit(self, mail_from: str, rcpt_to: str, message: bytes) -> float:
         start = time.monotonic()
@@ -248,11 +268,16 @@ async def send_probe(
     try:
         session = _Session(cfg, token_provider)
     except (OSError, ssl.SSLError) as exc:
-        raise ProbeFailure(
+        local = local_failure(
+            Stage.TLS, exc, "loading the TLS files", file="smtp.ca_file or smtp.client_cert_file"
+        )
+        raise local or ProbeFailure.at(
             Stage.TLS,
             Reason.TLS_FAILED,
-            f"tls {cfg.host}:{cfg.port}: cannot load smtp.ca_file or the client certificate "
-            f"({exc}); nothing was sent. Check that the files exist and are PEM",
+            f"{cfg.host}:{cfg.port}",
+            f"cannot load smtp.ca_file or the client certificate ({exc}); nothing was sent",
+            remedy="smtp.ca_file and smtp.client_cert_file must be PEM files (a CA bundle; the "
+            "certificate with its private key)",
         ) from None
     try:
         await session.connect()

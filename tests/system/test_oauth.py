@@ -151,7 +151,7 @@ async def test_untrusted_authority_certificate_is_a_tls_failure(
     with pytest.raises(ProbeFailure) as failed:
         await oauth_mod.token_provider(config.targets[0].smtp.auth)()  # system trust store only
     assert failed.value.reason is Reason.OAUTH_TOKEN_FAILED
-    assert "TLS to the authority failed" in failed.value.message
+    assert "the authority's certificate is not trusted" in failed.value.message
     assert oauth_mod.CA_ENV in (failed.value.remedy or "")
 
 

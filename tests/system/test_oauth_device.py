@@ -157,11 +157,13 @@ async def test_revoked_refresh_token_is_oauth_token_failed_with_the_login_remedy
     assert oauth.authority.device.revoke() == 2  # Revoke-MgUserSignInSession
     config = _config(oauth, cache)
     result = await run_probe(config, config.targets[0])
+    # The mailbox is logged in to first, so its side meets the revoked sign-in (deliver stage).
     assert (result.status, result.stage, result.reason) == (
         Status.CRITICAL,
-        Stage.AUTH,
+        Stage.DELIVER,
         Reason.OAUTH_TOKEN_FAILED,
     )
+    assert result.message.startswith("deliver: IMAP token from ")
     assert "AADSTS50173" in result.message and str(cache) in result.message
     assert result.remedy is not None and "revoked" in result.remedy
     assert f"relayprobe login --config {config_path} --target oauth" in result.remedy

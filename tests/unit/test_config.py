@@ -137,6 +137,24 @@ INVALID = {
     "invalid-duplicate-key.yml": [
         f'{FIX}/invalid-duplicate-key.yml:7:7: invalid YAML: duplicate key "port"'
     ],
+    "invalid-unterminated-quote.yml": [
+        f"{FIX}/invalid-unterminated-quote.yml:5:16: invalid YAML: found unexpected end of stream "
+        "while scanning a quoted scalar"
+    ],
+    "invalid-field-and-threshold.yml": [
+        f'defaults.interval: invalid duration "soon": {DURATION_HINT}',
+        "targets[0].smtp.port: must be at most 65535, got 70000",
+        "targets[1].thresholds.critical: 6m must not exceed timeout 5m (from defaults); a later "
+        "arrival is a timeout",
+        "targets[1].thresholds.warning: 10m must not exceed critical 6m",
+        'targets[2].expect.placement: "junk" needs at least one junk_folders entry',
+    ],
+    "invalid-tenant-and-authority.yml": [
+        "targets[0].mailbox.auth: set either tenant_id or authority, not both (authority already "
+        "names the tenant)",
+        "targets[0].smtp.auth: set either tenant_id or authority, not both (authority already "
+        "names the tenant)",
+    ],
 }
 
 
