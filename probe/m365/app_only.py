@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from probe.failure import ProbeFailure
 from probe.m365.authority import authority_of, error_failure, explain_exception, http_client
 
 if TYPE_CHECKING:
@@ -112,8 +111,9 @@ class AppOnlyProvider:
             try:
                 result = self._app(entry).acquire_token_for_client(scopes=[self.auth.scope])
             except Exception as exc:
-                entry.app = None  # a constructor failure must not stick
-                raise self._exception(exc) from None
+                failure = explain_exception(self.auth, exc, self.secrets, http=entry.http)
+                entry.app = None  # a failure must not stick (MSAL replays a 5xx for 60 s)
+                raise failure from None
             if "access_token" not in result:
                 status = getattr(entry.http, "last_status", None)
                 raise error_failure(self.auth, result, status=status, secrets=self.secrets)
@@ -132,9 +132,6 @@ class AppOnlyProvider:
                 time.monotonic() - started,
             )
             return entry.token
-
-    def _exception(self, exc: Exception) -> ProbeFailure:
-        return explain_exception(self.auth, exc, self.secrets)
 
     def refused(self, token: str) -> bool:
         """A server refused ``token``: drop it (and MSAL's copy). True when it was not fresh, so

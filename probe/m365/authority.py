@@ -38,13 +38,16 @@ def _status_session() -> Any:
     import requests
 
     class StatusSession(requests.Session):
-        """Remembers the last HTTP status: MSAL hands back a 429's JSON body without it."""
+        """Remembers the last answer: MSAL keeps neither a 429's status nor a 5xx's body
+        (it raises "HTTP Error: 503"), and the reason lives in both."""
 
         last_status: int | None = None
+        last_text: str = ""
 
         def request(self, *args: Any, **kwargs: Any) -> Any:
+            self.last_status, self.last_text = None, ""
             response = super().request(*args, **kwargs)
-            self.last_status = response.status_code
+            self.last_status, self.last_text = response.status_code, response.text[:8192]
             return response
 
     return StatusSession()
@@ -139,20 +142,26 @@ def error_failure(
     return token_failure(auth, what, remedy or known, secrets)
 
 
-def _http_error(auth: Auth, exc: Any, secrets: tuple[str, ...]) -> ProbeFailure:
-    """MSAL raises for a 5xx: read Entra's JSON body (AADSTS90033 …) instead of losing it."""
-    response = exc.response
+def _answer_failure(auth: Auth, status: int, text: str, secrets: tuple[str, ...]) -> ProbeFailure:
+    """The failure for an HTTP error answer whose body MSAL dropped: read Entra's JSON body
+    (AADSTS90033 …), or name the status where the body is not JSON (a plain-text 429)."""
     try:
-        body = json.loads(response.text)
-    except (ValueError, AttributeError):
+        body = json.loads(text)
+    except ValueError:
         body = None
     if not isinstance(body, dict):
-        body = {"error": f"HTTP {response.status_code}", "error_description": response.reason or ""}
-    return error_failure(auth, body, status=response.status_code, secrets=secrets)
+        body = {"error": f"HTTP {status}", "error_description": " ".join(text.split())[:200]}
+    return error_failure(auth, body, status=status, secrets=secrets)
 
 
-def explain_exception(auth: Auth, exc: Exception, secrets: tuple[str, ...] = ()) -> ProbeFailure:
-    """The ProbeFailure for an exception MSAL raised (network, TLS, key, AADSTS in the text)."""
+def explain_exception(
+    auth: Auth, exc: Exception, secrets: tuple[str, ...] = (), *, http: Any = None
+) -> ProbeFailure:
+    """The ProbeFailure for an exception MSAL raised (network, TLS, key, AADSTS in the text).
+
+    ``http`` is the session MSAL used (``http_client``): its last answer tells a 5xx or a 429
+    whose body MSAL did not keep.
+    """
     import requests
 
     chain, e = [], exc
@@ -163,7 +172,11 @@ def explain_exception(auth: Auth, exc: Exception, secrets: tuple[str, ...] = ())
         (x for x in chain if isinstance(x, requests.HTTPError) and x.response is not None), None
     )
     if http_error is not None:
-        return _http_error(auth, http_error, secrets)
+        response = http_error.response
+        return _answer_failure(auth, response.status_code, response.text, secrets)
+    status = getattr(http, "last_status", None)
+    if status is not None and (status == 429 or status >= 500):
+        return _answer_failure(auth, status, getattr(http, "last_text", ""), secrets)
     text = " ".join(str(x) for x in chain)
     lowered = text.lower()
     known = aadsts_remedy(text)

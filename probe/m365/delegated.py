@@ -124,7 +124,7 @@ def save_cache(path: Path, cache: Any, login: str | None) -> tuple[int, int]:
     return st.st_mtime_ns, st.st_ino
 
 
-def public_app(auth: Auth, cache: Any, ca_file: Path | None) -> Any:
+def public_app(auth: Auth, cache: Any, ca_file: Path | None, *, http: Any = None) -> Any:
     """MSAL's public client for ``auth`` (device-code flow) on ``cache``."""
     import msal
 
@@ -133,7 +133,7 @@ def public_app(auth: Auth, cache: Any, ca_file: Path | None) -> Any:
         auth.client_id,
         authority=authority_of(auth),
         token_cache=cache,
-        http_client=http_client(ca_file),
+        http_client=http if http is not None else http_client(ca_file),
         **kw,
     )
 
@@ -167,9 +167,9 @@ class _State:
     cache: Any
     login: str | None
     stamp: tuple[int, int]
-    force_refresh: bool = (
-        False  # a server refused the cached access token: redeem the refresh token
-    )
+    http: Any = None  # the app's HTTP session (its last answer explains a 5xx or 429)
+    # A server refused the cached access token: redeem the refresh token for a new one.
+    force_refresh: bool = False
     token: str | None = None
     fetched_at: float = 0.0  # time.monotonic() when the authority issued ``token``
 
@@ -202,9 +202,9 @@ class DelegatedProvider:
             stamp = (st.st_mtime_ns, st.st_ino) if st else (0, 0)
             if state is None or state.stamp != stamp:  # first use, or relayprobe login ran again
                 cache, login, stamp = load_cache(self.path)
-                state = _STATES[self.key] = _State(
-                    public_app(self.auth, cache, self.ca_file), cache, login, stamp
-                )
+                http = http_client(self.ca_file)
+                app = public_app(self.auth, cache, self.ca_file, http=http)
+                state = _STATES[self.key] = _State(app, cache, login, stamp, http)
         except CacheFileError as exc:
             _STATES.pop(self.key, None)
             raise ProbeFailure.at(
@@ -234,7 +234,7 @@ class DelegatedProvider:
                 )
             except Exception as exc:
                 _STATES.pop(self.key, None)
-                raise explain_exception(self.auth, exc) from None
+                raise explain_exception(self.auth, exc, http=state.http) from None
             if not result:
                 raise self._fail(
                     f"no refresh token cached for {account.get('username')}",
@@ -249,8 +249,9 @@ class DelegatedProvider:
                     codes,
                 )
                 text = " ".join([f"AADSTS{codes[0]}" if codes else "", what])
-                if is_transient(str(result.get("error")), codes, None):
-                    raise error_failure(self.auth, result)
+                status = getattr(state.http, "last_status", None)
+                if is_transient(str(result.get("error")), codes, status):
+                    raise error_failure(self.auth, result, status=status)
                 raise self._fail(what, delegated_remedy(text, login) or generic)
             state.force_refresh = False
             state.token = str(result["access_token"])

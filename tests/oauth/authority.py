@@ -4,6 +4,7 @@ It serves OpenID discovery and a client-credentials token endpoint, checks clien
 client assertions (certificates) like Entra, answers with Entra's AADSTS error shapes, and issues
 RS256 JWTs that carry the permitted mailbox in ``email`` (Dovecot's oauth2 passdb checks it).
 Device-code sign-ins and refresh tokens (delegated permissions) are in tests/oauth/device.py.
+Fault switches: ``outage(kind)`` / ``restore()`` and ``rotate_key()`` (tests/oauth/README.md).
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ import threading
 import time
 import urllib.parse
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Literal
 
 import jwt
 import trustme
@@ -33,6 +36,8 @@ SCOPE = "https://outlook.office365.com/.default"
 AUDIENCE = "https://outlook.office365.com"
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 NOT_PERMITTED = "no-mailbox-permission@invalid.test"
+OutageKind = Literal["down", "503", "429"]
+OUTAGE_KINDS: tuple[OutageKind, ...] = ("down", "503", "429")
 
 
 @dataclass
@@ -71,11 +76,20 @@ class Authority:
     tokens: list[str] = field(default_factory=list)  # every token issued (for leak greps)
     requests: list[str] = field(default_factory=list)  # "GET /path" log of every request
     kid: str = "relayprobe-test-kid-1"
+    # Called after rotate_key() wrote the new key (the fixture restarts Dovecot's auth process).
+    on_key_change: Callable[[], None] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.signing_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self._server: ThreadingHTTPServer | None = None
+        self._port = 0  # kept across outage("down"): MSAL's cached endpoints must stay valid
+        self._ssl: ssl.SSLContext | None = None
+        self._keys_dir: Path | None = None
+        self._rotations = 0
         self._lock = threading.Lock()
+        self.outage_kind: OutageKind | None = None
+        self.retry_after = 60
+        self.plain_429 = False
         self.device = DeviceGrants(self)  # public clients: device code + refresh tokens
 
     # --- set-up --------------------------------------------------------------------------
@@ -95,8 +109,8 @@ class Authority:
 
     @property
     def base(self) -> str:
-        assert self._server is not None, "start() the authority first"
-        return f"https://127.0.0.1:{self._server.server_address[1]}"
+        assert self._port, "start() the authority first"
+        return f"https://127.0.0.1:{self._port}"
 
     @property
     def url(self) -> str:
@@ -108,14 +122,20 @@ class Authority:
         return f"https://sts.windows.net/{self.tenant}/"
 
     def start(self) -> Authority:
-        cert = self.ca.issue_cert("127.0.0.1", "localhost")
-        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        cert.configure_cert(ctx)
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        server.socket = ctx.wrap_socket(server.socket, server_side=True)
+        if self._ssl is None:
+            cert = self.ca.issue_cert("127.0.0.1", "localhost")
+            self._ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            cert.configure_cert(self._ssl)
+        # HTTPServer sets SO_REUSEADDR, so the same port binds again right after outage("down").
+        server = ThreadingHTTPServer(("127.0.0.1", self._port), _handler(self))
+        server.socket = self._ssl.wrap_socket(server.socket, server_side=True)
         server.daemon_threads = True
         self._server = server
-        threading.Thread(target=server.serve_forever, name="oauth-authority", daemon=True).start()
+        self._port = server.server_address[1]
+        # A short poll interval: outage("down") (shutdown) returns at once.
+        threading.Thread(
+            target=server.serve_forever, args=(0.05,), name="oauth-authority", daemon=True
+        ).start()
         return self
 
     def stop(self) -> None:
@@ -124,8 +144,43 @@ class Authority:
             self._server.server_close()
             self._server = None
 
+    # --- fault switches (tests/oauth/README.md#fault-switches) -----------------------------
+    def outage(self, kind: OutageKind, *, retry_after: int = 60, plain_429: bool = False) -> None:
+        """Entra unavailable: "down" refuses connections (every endpoint); "503" / "429" make
+        only the token endpoint fail (AADSTS90033 / throttling), discovery keeps answering."""
+        if kind not in OUTAGE_KINDS:
+            raise ValueError(f"unknown outage {kind!r}; one of {', '.join(OUTAGE_KINDS)}")
+        self.restore()
+        self.retry_after, self.plain_429 = retry_after, plain_429
+        self.outage_kind = kind
+        if kind == "down":
+            self.stop()  # listening socket closed: connect() gets ECONNREFUSED
+
+    def restore(self) -> None:
+        """End any outage; after "down" the listener is back on the same port."""
+        was_down = self.outage_kind == "down"
+        self.outage_kind = None
+        if was_down:
+            self.start()
+
+    def rotate_key(self) -> str:
+        """A new signing key with a new kid; Dovecot gets the new public key and loses the old
+        one, so tokens signed before are refused. Returns the new kid."""
+        old = self.kid
+        self._rotations += 1
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        with self._lock:
+            self.signing_key, self.kid = key, f"relayprobe-test-kid-{self._rotations + 1}"
+        if self._keys_dir is not None:
+            self.write_dovecot_key(self._keys_dir)
+            (self._keys_dir / "default" / "RS256" / old).unlink(missing_ok=True)
+        if self.on_key_change is not None:
+            self.on_key_change()
+        return self.kid
+
     def write_dovecot_key(self, keys_dir: Path) -> Path:
         """The public key where Dovecot's local validation looks: <azp>/<alg>/<kid>."""
+        self._keys_dir = keys_dir
         path = keys_dir / "default" / "RS256" / self.kid
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(self.public_key_pem())
@@ -165,9 +220,9 @@ class Authority:
 
     def sign(self, claims: dict, *, record: bool = True) -> str:
         """An RS256 JWT with the key Dovecot validates against; recorded as issued."""
-        token = jwt.encode(
-            claims, self.signing_key, algorithm="RS256", headers={"kid": self.kid, "typ": "JWT"}
-        )
+        with self._lock:  # key and kid change together in rotate_key()
+            key, kid = self.signing_key, self.kid
+        token = jwt.encode(claims, key, algorithm="RS256", headers={"kid": kid, "typ": "JWT"})
         if record:
             with self._lock:
                 self.issued.append(claims)
@@ -242,15 +297,52 @@ class Authority:
         return None
 
 
-def _error(status: int, error: str, code: int, text: str) -> tuple[int, dict]:
-    trace = str(uuid.uuid4())
-    return status, {
+def _error(
+    status: int, error: str, code: int, text: str, *, error_uri: bool = True
+) -> tuple[int, dict]:
+    """Entra's error body: the description ends in CRLF-separated Trace ID, Correlation ID and
+    Timestamp lines, new ids per answer (tests/oauth/README.md#entra-error-bodies)."""
+    trace, correlation = str(uuid.uuid4()), str(uuid.uuid4())
+    stamp = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime())
+    body = {
         "error": error,
-        "error_description": f"AADSTS{code}: {text} Trace ID: {trace} Correlation ID: "
-        f"{uuid.uuid4()} Timestamp: {time.strftime('%Y-%m-%d %H:%M:%SZ', time.gmtime())}",
+        "error_description": f"AADSTS{code}: {text}\r\nTrace ID: {trace}\r\n"
+        f"Correlation ID: {correlation}\r\nTimestamp: {stamp}",
         "error_codes": [code],
+        "timestamp": stamp,
         "trace_id": trace,
+        "correlation_id": correlation,
     }
+    if error_uri:
+        body["error_uri"] = f"https://login.microsoftonline.com/error?code={code}"
+    return status, body
+
+
+def outage_response(authority: Authority) -> tuple[int, dict | str, dict[str, str]] | None:
+    """What the token endpoint answers during outage("503"/"429"): status, body, headers."""
+    if authority.outage_kind == "503":
+        # Observed from Entra (Azure/azure-sdk-for-python#14241): no error_uri, no Retry-After.
+        status, body = _error(
+            503,
+            "temporarily_unavailable",
+            90033,
+            "A transient error has occurred. Please try again.",
+            error_uri=False,
+        )
+        return status, body, {}
+    if authority.outage_kind == "429":
+        headers = {"Retry-After": str(authority.retry_after)}
+        if authority.plain_429:
+            return 429, "Too Many Requests", headers
+        status, body = _error(
+            429,
+            "invalid_grant",
+            50196,
+            "The server terminated an operation because it encountered a client request loop. "
+            "Please contact your app vendor.",
+        )
+        return status, body, headers
+    return None
 
 
 def _handler(authority: Authority) -> type[BaseHTTPRequestHandler]:
@@ -258,11 +350,18 @@ def _handler(authority: Authority) -> type[BaseHTTPRequestHandler]:
         def log_message(self, *args: object) -> None:  # keep pytest output clean
             pass
 
-        def _send(self, status: int, body: dict) -> None:
-            data = json.dumps(body).encode()
+        def _send(
+            self, status: int, body: dict | str, headers: dict[str, str] | None = None
+        ) -> None:
+            if isinstance(body, str):
+                data, kind = body.encode(), "text/plain; charset=utf-8"
+            else:
+                data, kind = json.dumps(body).encode(), "application/json; charset=utf-8"
             self.send_response(status)
-            self.send_header("Content-Type", "application/json; charset=utf-8")
+            self.send_header("Content-Type", kind)
             self.send_header("Content-Length", str(len(data)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.end_headers()
             self.wfile.write(data)
 
@@ -307,6 +406,9 @@ def _handler(authority: Authority) -> type[BaseHTTPRequestHandler]:
                 return self._send(*authority.device.devicecode(form))
             if self.path.split("?")[0] != f"/{authority.tenant}/oauth2/v2.0/token":
                 return self._send(404, {"error": "not_found"})
+            failing = outage_response(authority)
+            if failing is not None:
+                return self._send(*failing)
             self._send(*authority.token_response(form, endpoint))
 
     return Handler

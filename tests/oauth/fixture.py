@@ -87,9 +87,11 @@ class OAuthEnv:
         return parse_config(data, base_dir=Path("/"), environ={})
 
     def reset(self) -> None:
+        self.authority.restore()
         self.authority.token_lifetime = 3600
         self.authority.issued.clear()
         self.pair.reject_direct_send(False)
+        self.pair.imap_unavailable(False)
         for c in self.authority.clients.values():
             c.permitted = True
         self.authority.device.reset()
@@ -115,6 +117,7 @@ def _start() -> OAuthEnv:
         shutil.rmtree(state, ignore_errors=True)
         raise
     pair.started_seconds = time.monotonic() - started  # type: ignore[attr-defined]
+    authority.on_key_change = pair.restart_auth  # rotate_key(): Dovecot caches keys
     authority.add_secret_client("app-send", SEND_SECRET, SENDER)
     authority.add_secret_client("app-read", READ_SECRET, INBOX)
     # Entra app certificates are RSA (client assertions are RS256/PS256).

@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import os
 import pwd
+import signal
 import socket
 import subprocess
 import time
@@ -81,6 +82,34 @@ class MailPair:
         )
         time.sleep(0.5)  # old smtpd processes finish; new connections see the new table
 
+    def imap_unavailable(self, on: bool) -> None:
+        """IMAP XOAUTH2/OAUTHBEARER logins of every mailbox answer ``NO [UNAVAILABLE] Temporary
+        authentication failure. [<host>:<time>]`` (SMTP AUTH is unaffected)."""
+        # Dovecot cannot expand the field, so the deny passdb's lookup fails internally
+        # (tests/oauth/README.md#fault-switches); the name says why in dovecot.log.
+        if getattr(self, "_unavailable", False) == on:
+            return  # reset() calls this around every test: no needless 1 s wait
+        self._unavailable = on
+        field = "unavailable=%{relayprobe_switch_imap_unavailable}"
+        lines = [f"imap/{m}:{':' * 6}{field}\n" for m in MAILBOXES] if on else []
+        _write_passwd_switch(self.state / "dovecot/imap-unavailable.passwd", "".join(lines))
+
+    def restart_auth(self) -> None:
+        """A fresh Dovecot auth process: it caches validation keys for its whole life (no TTL,
+        and ``doveadm auth cache flush`` does not touch them), so a removed key file alone does
+        not refuse old tokens (tests/oauth/README.md#fault-switches)."""
+        old = _auth_pids(self.state / "run/dovecot/master.pid")
+        # Not `doveadm reload`: the old auth process keeps serving Postfix's open connection
+        # until the master SIGTERMs it ~6 s later. The master starts a new one on demand.
+        for pid in old:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while any(_alive(p) for p in old):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Dovecot auth processes {old} did not exit")
+            time.sleep(0.02)
+
     def client_cert(self, name: str) -> tuple[Path, Path]:
         """(cert, key) files of the connector client certificate ``name`` (see build)."""
         return self.state / "tls" / f"{name}.crt", self.state / "tls" / f"{name}.key"
@@ -129,6 +158,8 @@ class MailPair:
             (s / dst).write_text(text)
         (s / "dovecot/empty.passwd").write_text("")
         os.chmod(s / "dovecot/empty.passwd", 0o644)
+        (s / "dovecot/imap-unavailable.passwd").write_text("")  # imap_unavailable(False)
+        os.chmod(s / "dovecot/imap-unavailable.passwd", 0o644)
         authority_key_writer(s / "dovecot/keys")
         (s / "postfix/mailboxes").write_text("".join(f"{m} OK\n" for m in MAILBOXES))
         (s / "postfix/sender_login.pcre").write_text("/^(.*)$/ ${1}\n")
@@ -190,6 +221,37 @@ class MailPair:
         return "".join(
             p.read_text(errors="replace") for p in sorted((self.state / "log").glob("*.log"))
         )
+
+
+_generation = [0]
+
+
+def _write_passwd_switch(path: Path, text: str) -> None:
+    """Write a passwd-file Dovecot re-reads, and return once the very next login sees it."""
+    path.write_text(text)
+    path.chmod(0o644)
+    # Dovecot re-reads a passwd-file when mtime or size differ, checking at most once per
+    # second of its clock: a unique mtime per write, then wait for the next second boundary.
+    _generation[0] += 1
+    stamp = 1_000_000_000 + _generation[0]
+    os.utime(path, (stamp, stamp))
+    time.sleep(1.02 - time.time() % 1)
+
+
+def _auth_pids(master_pid_file: Path) -> list[int]:
+    """Dovecot's auth processes (children of the master named "auth")."""
+    try:
+        master = int(master_pid_file.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return []
+    out = []
+    for pid in _children(master):
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip() == "auth":
+                out.append(pid)
+        except OSError:
+            continue
+    return out
 
 
 def _fingerprint(cert_pem: bytes) -> str:

@@ -77,10 +77,31 @@ def tb_clean(testbed: Testbed) -> Iterator[Testbed]:
     testbed.clear()
 
 
+EXCLUSIVE = "testbed_exclusive"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Registered here, next to the hook that honours it (pyproject's --strict-markers).
+    config.addinivalue_line(
+        "markers",
+        f"{EXCLUSIVE}: stops or breaks a shared testbed daemon (e.g. stop_service('dovecot')); "
+        "skipped while other test sessions hold a lease (tests/testbed/README.md#service-outages)",
+    )
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "testbed" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.testbed)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker(EXCLUSIVE) is None:
+        return
+    # Every session sharing the testbed would see the outage: run only when alone.
+    others = [pid for pid in live_leases(config.state_dir()) if pid != os.getpid()]
+    if others:
+        pytest.skip(f"test sessions {others} share the testbed; {EXCLUSIVE} runs when alone")
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

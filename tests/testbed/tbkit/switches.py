@@ -1,4 +1,4 @@
-"""Run-time fault switches: Postfix access/transport tables and Dovecot's authfail file.
+"""Run-time fault switches: Postfix access/transport tables and Dovecot's authfail/authtemp files.
 
 Every switch entry remembers its owner (env TB_SWITCH_OWNER, set by the pytest fixture to the
 session's pid), so `clear` from one test session never removes another session's switches.
@@ -28,18 +28,27 @@ KEY = re.compile(r"^[a-z0-9.@+_-]+$")
 STATIC_DELAY = r"/^[^@]*\+delay[0-9]+@probe\.test$/  delay:0"
 USAGE = (
     "usage: tb switch defer|reject|hold [KEY] | unset KEY | delay SECONDS [KEY]"
-    " | authfail on|off [USER] | release | flush | queue | clear [all] | show"
+    " | authfail on|off [USER] | authtemp on|off [USER] | release | flush | queue | clear [all]"
+    " | show"
 )
+# An extra field Dovecot cannot expand: the authtemp passdb lookup fails internally, which IMAP
+# reports as NO [UNAVAILABLE] (tests/testbed/README.md#authtemp-and-dovecot-internal-failures).
+AUTHTEMP_FIELD = "authtemp=%{testbed_switch_authtemp}"
+AUTH_SWITCHES = ("authfail", "authtemp")
 
 
 def empty() -> dict[str, Any]:
-    # faults: key -> [action, owner]; delay: key -> [seconds, owner]; authfail: user -> owner
-    return {"faults": {}, "delay": {}, "authfail": {}, "generation": 0}
+    # faults: key -> [action, owner]; delay: key -> [seconds, owner];
+    # authfail, authtemp: user -> owner
+    return {"faults": {}, "delay": {}, "authfail": {}, "authtemp": {}, "generation": 0}
 
 
 def load(state: Path) -> dict[str, Any]:
     path = state / "switches.json"
-    return json.loads(path.read_text()) if path.exists() else empty()
+    data = json.loads(path.read_text()) if path.exists() else empty()
+    for kind in AUTH_SWITCHES:  # a state file written before that switch existed
+        data.setdefault(kind, {})
+    return data
 
 
 def _delay_regex(key: str) -> str:
@@ -73,9 +82,15 @@ def write_tables(state: Path, data: dict[str, Any]) -> None:
     (state / "postfix/transport.pcre").write_text("\n".join(transport) + "\n")
     authfail = state / "dovecot/authfail.passwd"
     authfail.write_text("".join(f"smtp/{user}:\n" for user in sorted(data["authfail"])))
+    authtemp = state / "dovecot/authtemp.passwd"
+    # passwd-file fields: user:password:uid:gid:gecos:home:shell:extra fields
+    authtemp.write_text(
+        "".join(f"imap/{user}:::::::{AUTHTEMP_FIELD}\n" for user in sorted(data["authtemp"]))
+    )
     # Dovecot reloads a passwd-file when mtime or size differ: a unique mtime per generation.
     stamp = 1_000_000_000 + data["generation"]
-    os.utime(authfail, (stamp, stamp))
+    for path in (authfail, authtemp):
+        os.utime(path, (stamp, stamp))
     (state / "switches.json").write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
 
 
@@ -100,13 +115,15 @@ def _clear(data: dict[str, Any], owner: str, everything: bool) -> dict[str, Any]
         return {**empty(), "generation": data.get("generation", 0)}
     for kind in ("faults", "delay"):
         data[kind] = {k: v for k, v in data[kind].items() if v[1] != owner}
-    data["authfail"] = {u: o for u, o in data["authfail"].items() if o != owner}
+    for kind in AUTH_SWITCHES:
+        data[kind] = {u: o for u, o in data[kind].items() if o != owner}
     return data
 
 
 def apply(state: Path, args: list[str], reload: Any) -> str:
     """Apply one `tb switch ...` command; `reload` makes Postfix use the new tables."""
     data, owner = load(state), os.environ.get("TB_SWITCH_OWNER", "")
+    auth_before = [sorted(data[kind]) for kind in AUTH_SWITCHES]
     cmd, rest = (args[0], args[1:]) if args else ("", [])
     if cmd in REPLIES and len(rest) <= 1:
         key = _key(rest, config.DOMAIN)
@@ -123,14 +140,14 @@ def apply(state: Path, args: list[str], reload: Any) -> str:
         else:
             data["delay"].pop(key, None)
         message = f"delay {int(rest[0])} s for {key}"
-    elif cmd == "authfail" and rest[:1] in (["on"], ["off"]) and len(rest) <= 2:
+    elif cmd in AUTH_SWITCHES and rest[:1] in (["on"], ["off"]) and len(rest) <= 2:
         users = [_key(rest[1:], "")] if len(rest) == 2 else list(config.USERS)
         for user in users:
             if rest[0] == "on":
-                data["authfail"][user] = owner
+                data[cmd][user] = owner
             else:
-                data["authfail"].pop(user, None)
-        message = f"authfail {rest[0]} for {', '.join(users)}"
+                data[cmd].pop(user, None)
+        message = f"{cmd} {rest[0]} for {', '.join(users)}"
     elif cmd == "clear" and rest in ([], ["all"]):
         data = _clear(data, owner, rest == ["all"])
         message = "clear" + (" all" if rest else "")
@@ -149,7 +166,7 @@ def apply(state: Path, args: list[str], reload: Any) -> str:
         raise ValueError(f"unknown switch {' '.join(args)!r}; {USAGE}")
     write_tables(state, data)
     reload()
-    if cmd == "authfail":
+    if [sorted(data[kind]) for kind in AUTH_SWITCHES] != auth_before:
         # Dovecot stats a passwd-file at most once per second (ioloop time): once the clock has
         # moved to the next second, the very next AUTH sees the new file.
         time.sleep(1.02 - time.time() % 1)
