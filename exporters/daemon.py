@@ -11,7 +11,17 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
-from exporters.http import build_app
+from exporters.http import ServerLog, build_app
+from exporters.limits import (
+    MIN_CONNECTIONS,
+    RESERVE_BASE,
+    RESERVE_PER_TARGET,
+    Descriptors,
+    HttpLimits,
+    Listener,
+    connection_budget,
+    raise_nofile_limit,
+)
 from exporters.logs import LEVELS, setup_logging
 from exporters.metrics import CachedExposition
 from exporters.scheduler import Scheduler
@@ -50,6 +60,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="TLS and basic auth, exporter-toolkit format",
     )
+    _web_limit_flags(p)
     p.add_argument("--log.level", dest="log_level", choices=list(LEVELS), default="info")
     p.add_argument("--log.format", dest="log_format", choices=["logfmt", "json"], default="logfmt")
     p.add_argument(
@@ -80,6 +91,79 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+#: The ``--web.*`` limits: flag, HttpLimits field, metavar, help (the default is appended).
+_WEB_LIMITS = (
+    (
+        "--web.max-connections",
+        "max_connections",
+        "N",
+        "open HTTP connections at most; at the cap a new one replaces the oldest that is not in a "
+        "request, or is closed at once. Never more than the descriptor limit minus a reserve for "
+        f"probes ({RESERVE_BASE} + {RESERVE_PER_TARGET} per target) minus the listen backlog",
+    ),
+    (
+        "--web.read-header-timeout",
+        "read_header_timeout",
+        "SECONDS",
+        "close a connection whose request headers (TLS handshake included) are not complete this "
+        "long after it opened, or after the first byte of its next request",
+    ),
+    (
+        "--web.read-body-timeout",
+        "read_body_timeout",
+        "SECONDS",
+        "close a connection whose request body is not complete this long after its headers",
+    ),
+    (
+        "--web.idle-timeout",
+        "idle_timeout",
+        "SECONDS",
+        "close a kept-alive connection that sends no new request for this long",
+    ),
+    (
+        "--web.max-request-line-size",
+        "max_line_size",
+        "BYTES",
+        "longest request line (method, path, query); longer ones get 400",
+    ),
+    (
+        "--web.max-header-size",
+        "max_field_size",
+        "BYTES",
+        "longest header line (name and value); longer ones get 400",
+    ),
+    ("--web.max-headers", "max_headers", "N", "most header lines in a request; more get 400"),
+    (
+        "--web.max-body-size",
+        "max_body_size",
+        "BYTES",
+        "largest request body (no endpoint reads one); larger ones get 413",
+    ),
+)
+
+
+def _web_limit_flags(p: argparse.ArgumentParser) -> None:
+    defaults = HttpLimits()
+    for flag, field, metavar, text in _WEB_LIMITS:
+        default = getattr(defaults, field)
+        p.add_argument(
+            flag,
+            dest=field,
+            type=type(default),
+            default=default,
+            metavar=metavar,
+            help=f"{text} (default {default:g})",
+        )
+
+
+def _http_limits(args: argparse.Namespace) -> HttpLimits:
+    """The ``--web.*`` limits; ValueError names the first flag that is not positive."""
+    for flag, field, _, _ in _WEB_LIMITS:
+        if not getattr(args, field) > 0:
+            raise ValueError(f"{flag} must be positive")
+    return HttpLimits(**{field: getattr(args, field) for _, field, _, _ in _WEB_LIMITS})
+
+
 def _listen(address: str) -> tuple[str | None, int]:
     host, _, port = address.rpartition(":")
     host = host.strip("[]") or None  # ":9833" listens on every address, like the Go exporters
@@ -90,9 +174,17 @@ class Daemon:
     """What the HTTP handlers and signal handlers act on: store, scheduler, config, reload state."""
 
     def __init__(
-        self, config_file: str, web_config_file: str | None, *, limits: tuple[int, int] = (3, 30)
+        self,
+        config_file: str,
+        web_config_file: str | None,
+        *,
+        limits: tuple[int, int] = (3, 30),
+        http_limits: HttpLimits | None = None,
     ) -> None:
         self.config_file, self.web_config_file = config_file, web_config_file
+        self.http_limits = http_limits or HttpLimits()
+        self._listener: Listener | None = None
+        self._descriptors: Descriptors | None = None
         self.version = __version__
         self.store = ResultStore()
         self.scheduler = Scheduler(
@@ -134,6 +226,7 @@ class Daemon:
                     log.error("reload rejected, previous config keeps running: %s", line)
                 return errors
             await self.scheduler.apply(config)
+            self._fit_connection_cap(len(config.targets))
             self.web = web_config
             if self._ssl is not None and web_config.tls is not None:
                 web_config.load_certs(self._ssl)  # renewed certificates without a restart
@@ -152,18 +245,32 @@ class Daemon:
         stop: asyncio.Event | None = None,
     ) -> int:
         """Serve until SIGTERM/SIGINT (or ``stop`` is set), then shut down gracefully."""
+        self._descriptors = descriptors = raise_nofile_limit()
+        limits = self.http_limits
+        budget = connection_budget(descriptors.soft, len(config.targets), limits.max_connections)
         self._ssl = self.web.ssl_context()
-        runner = web.AppRunner(build_app(self), access_log=None, handle_signals=False)
+        self._listener = listener = Listener(limits, budget.cap, self._ssl)
+        runner = web.AppRunner(
+            build_app(self, listener),
+            access_log=None,
+            handle_signals=False,
+            logger=ServerLog(listener),
+            **limits.handler_args(),
+        )
         await runner.setup()
-        site = web.TCPSite(runner, host, port, ssl_context=self._ssl, reuse_address=True)
+        listener.handler_factory = runner.server
+        loop = asyncio.get_running_loop()
         try:
-            await site.start()
+            # Not web.TCPSite: the listener counts sockets before TLS, so it does the handshake.
+            server = await loop.create_server(
+                listener, host, port, backlog=budget.backlog, reuse_address=True
+            )
         except OSError as exc:
             log.error("cannot listen on %s:%d: %s", host or "*", port, exc.strerror or exc)
             await runner.cleanup()
             return 1
+        self._log_limits(budget.backlog, budget.reserve)
         stop = stop or asyncio.Event()
-        loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
         reloads: set[asyncio.Task[list[str]]] = set()  # held so a running reload is not collected
@@ -189,11 +296,70 @@ class Daemon:
         abandoned = await self.scheduler.shutdown(grace)
         if abandoned:
             log.warning("abandoned %d in-flight probe(s) at shutdown", abandoned)
+        server.close()
         await runner.cleanup()
+        listener.close_all()  # what aiohttp never saw: connections still in the TLS handshake
+        await server.wait_closed()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         log.info("stopped")
         return 0
+
+    def _log_limits(self, backlog: int, reserve: int) -> None:
+        """Say at start which limits are in force, and warn when descriptors cut the cap."""
+        assert self._descriptors is not None and self._listener is not None
+        fds, limits, cap = self._descriptors, self.http_limits, self._listener.cap
+        if fds.soft != fds.before:
+            log.info(
+                "raised the descriptor limit (RLIMIT_NOFILE) from %d to %d", fds.before, fds.soft
+            )
+        log.info(
+            "HTTP limits",
+            extra={
+                "max_connections": cap,
+                "descriptors": fds.soft,
+                "descriptors_hard": fds.hard,
+                "descriptor_reserve": reserve,
+                "backlog": backlog,
+                "read_header_timeout": limits.read_header_timeout,
+                "read_body_timeout": limits.read_body_timeout,
+                "idle_timeout": limits.idle_timeout,
+                "max_request_line_size": limits.max_line_size,
+                "max_header_size": limits.max_field_size,
+                "max_headers": limits.max_headers,
+                "max_body_size": limits.max_body_size,
+            },
+        )
+        self._warn_cap(cap, reserve, backlog)
+
+    def _warn_cap(self, cap: int, reserve: int, backlog: int) -> None:
+        assert self._descriptors is not None
+        if cap >= self.http_limits.max_connections:
+            return
+        soft = self._descriptors.soft
+        log.log(
+            logging.WARNING if cap < MIN_CONNECTIONS else logging.INFO,
+            "the descriptor limit %d allows %d HTTP connections, not --web.max-connections %d "
+            "(%d kept for probes, %d for the listen backlog); raise it (ulimit -n, LimitNOFILE=) "
+            "for more",
+            soft,
+            cap,
+            self.http_limits.max_connections,
+            reserve,
+            backlog,
+        )
+
+    def _fit_connection_cap(self, targets: int) -> None:
+        """After a reload: more targets keep more descriptors for probes."""
+        if self._listener is None or self._descriptors is None:
+            return
+        budget = connection_budget(
+            self._descriptors.soft, targets, self.http_limits.max_connections
+        )
+        if budget.cap != self._listener.cap:
+            self._listener.cap = budget.cap
+            log.info("HTTP connection cap is now %d (%d targets)", budget.cap, targets)
+            self._warn_cap(budget.cap, budget.reserve, budget.backlog)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -210,7 +376,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.max_conn < 1 or args.max_rate < 1:
         print("relayprobe: --smtp.max-* limits must be at least 1", file=sys.stderr)
         return 3
-    daemon = Daemon(args.config_file, args.web_config, limits=(args.max_conn, args.max_rate))
+    try:
+        http_limits = _http_limits(args)
+    except ValueError as exc:
+        print(f"relayprobe: {exc}", file=sys.stderr)
+        return 3
+    daemon = Daemon(
+        args.config_file,
+        args.web_config,
+        limits=(args.max_conn, args.max_rate),
+        http_limits=http_limits,
+    )
     try:
         config = daemon.load()
         daemon.web = load_web_config(args.web_config)

@@ -7,13 +7,15 @@ import base64
 import binascii
 import datetime as dt
 import html
-from typing import Protocol
+import logging
+from typing import Any, Protocol
 
-from aiohttp import web
+from aiohttp import http_exceptions, web
 
 # 0.0.4 text: what Prometheus 2.x (Debian 12 ships 2.42) negotiates; our names need no escaping.
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4 as CONTENT_TYPE
 
+from exporters.limits import Listener
 from exporters.metrics import CachedExposition, exposition
 from exporters.scheduler import Busy, Scheduler
 from exporters.store import ResultStore
@@ -36,10 +38,18 @@ class Served(Protocol):
 
 
 DAEMON = web.AppKey("daemon", object)
+LISTENER = web.AppKey("listener", Listener)
 
 
-def build_app(daemon: Served) -> web.Application:
-    app = web.Application(middlewares=[_basic_auth])
+def build_app(daemon: Served, listener: Listener | None = None) -> web.Application:
+    """The routes; with ``listener`` (the daemon's) its read deadlines and request size limits."""
+    if listener is None:
+        app = web.Application(middlewares=[_basic_auth])
+    else:
+        app = web.Application(
+            middlewares=[_limits, _basic_auth], client_max_size=listener.limits.max_body_size
+        )
+        app[LISTENER] = listener
     app[DAEMON] = daemon
     app.router.add_get("/", landing)
     app.router.add_get("/metrics", metrics)
@@ -53,6 +63,45 @@ def build_app(daemon: Served) -> web.Application:
 
 def _daemon(request: web.Request) -> Served:
     return request.app[DAEMON]  # type: ignore[return-value]
+
+
+class ServerLog(logging.LoggerAdapter[logging.Logger]):
+    """aiohttp's server logger: a malformed or oversized request is counted, not logged.
+
+    aiohttp logs each at error level with the first 100 bytes of the offending line, which
+    would let any client fill the log (and could copy a credential header into it).
+    """
+
+    def __init__(self, listener: Listener) -> None:
+        super().__init__(logging.getLogger("relayprobe.http"), {})
+        self._listener = listener
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        if isinstance(kwargs.get("exc_info"), http_exceptions.HttpProcessingError):
+            self._listener.note("bad_requests")
+            return
+        super().log(level, msg, *args, **kwargs)
+
+
+@web.middleware
+async def _limits(request: web.Request, handler):  # type: ignore[no-untyped-def]
+    """Tell the listener a request is in (no header deadline; a body one) and when it is done."""
+    listener, transport = request.app[LISTENER], request.transport
+    listener.request_started(transport, request.content.is_eof)
+    try:
+        size, limit = request.content_length, listener.limits.max_body_size
+        if size is not None and size > limit:
+            # No endpoint reads a body: refuse a big one before reading it, and end the
+            # connection (aiohttp drains what is already coming for up to 10 s, and the body
+            # deadline still applies).
+            response = web.Response(
+                status=413, text=f"request body of {size} bytes exceeds the limit of {limit}\n"
+            )
+            response.force_close()
+            return response
+        return await handler(request)
+    finally:
+        listener.request_finished(transport)
 
 
 @web.middleware
@@ -158,7 +207,10 @@ async def landing(request: web.Request) -> web.Response:
         cells = [
             name,
             f"{verdict} ({r.status.value})",
-            f"{r.stage.value} / {r.reason.value}",
+            f"{r.stage.value} / {r.reason.value}"
+            + "".join(
+                f"; {c.check} {c.reason.value}" for c in r.failed_checks if c.reason != r.reason
+            ),
             *(_s(seconds) for _, seconds in t.smtp_phases()),
             *map(_s, (t.delivery_seconds, t.total_seconds)),
             r.arrival.placement + (f" ({r.arrival.folder})" if r.arrival.folder else ""),

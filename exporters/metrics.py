@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import importlib.metadata
+import platform
 from collections.abc import Callable, Iterable, Iterator
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -31,6 +34,26 @@ AUTH_RESULTS = frozenset(
     {"pass", "fail", "softfail", "neutral", "none", "temperror", "permerror", "policy"}
     | {"bestguesspass", "softpass"}
 )
+
+
+_PROCESS = ProcessCollector(registry=None)
+_PLATFORM = PlatformCollector(registry=None)
+
+#: build_info labels besides version: the runtime and the libraries a probe's behaviour rests on.
+BUILD_LIBRARIES = ("python", "aiosmtplib", "imapclient", "msal", "prometheus_client")
+
+
+@functools.cache
+def _library_versions() -> tuple[str, ...]:
+    def version(name: str) -> str:
+        if name == "python":
+            return platform.python_version()
+        try:
+            return importlib.metadata.version(name.replace("_", "-"))
+        except importlib.metadata.PackageNotFoundError:
+            return "none"
+
+    return tuple(version(n) for n in BUILD_LIBRARIES)
 
 
 def _ts(value: object) -> float:
@@ -61,39 +84,82 @@ class StoreCollector(Collector):
         states = self.store.states()
         if self.only is not None:
             states = [s for s in states if s.name == self.only]
-        yield from _target_families(states)
+        yield from _target_families(states, fresh=self.only is not None)
         if self.only is None:  # exporter self-metrics belong on /metrics, not on /probe
             yield from self.own_metrics()
 
     def own_metrics(self) -> Iterator[Metric]:
         info = GaugeMetricFamily(
-            "relayprobe_build_info", "relayprobe build: version.", labels=["version"]
+            "relayprobe_build_info",
+            "relayprobe build: its version, Python's and the protocol libraries' (always 1).",
+            labels=["version", *BUILD_LIBRARIES],
         )
-        info.add_metric([self.version], 1)
+        info.add_metric([self.version, *_library_versions()], 1)
         yield info
         yield GaugeMetricFamily(
             "relayprobe_config_last_reload_successful",
             "Whether the last configuration reload succeeded (1) or was rejected (0).",
             value=1 if self.reload_ok() else 0,
         )
+        # The standard process_* (descriptors, memory, CPU) and python_info families: the daemon
+        # guards its descriptors (docs/exporter.md, "HTTP limits"), so they must be watchable.
+        yield from _PROCESS.collect()
+        yield from _PLATFORM.collect()
 
 
-def _target_families(states: list[TargetState]) -> Iterator[Metric]:
+def _target_families(states: list[TargetState], *, fresh: bool = False) -> Iterator[Metric]:
+    """Per-target families. Gauges of the last run say they are cached from the schedule, unless
+    ``fresh`` (/probe ran the probe for this very scrape); counters and config values never do."""
     t = ["target"]
+    last_run_note = "" if fresh else f" {CACHED}"
 
     def gauge(name: str, help_: str, labels: list[str] = t) -> GaugeMetricFamily:
-        return GaugeMetricFamily(name, f"{help_} {CACHED}", labels=labels)
+        return GaugeMetricFamily(name, help_ + last_run_note, labels=labels)
+
+    def config(name: str, help_: str, labels: list[str] = t) -> GaugeMetricFamily:
+        return GaugeMetricFamily(name, f"{help_} From the configuration.", labels=labels)
+
+    def counter(name: str, help_: str, labels: list[str] = t) -> CounterMetricFamily:
+        return CounterMetricFamily(name, help_, labels=labels)
 
     success = gauge("relayprobe_success", "Whether the last probe run succeeded (1) or not (0).")
-    runs = CounterMetricFamily("relayprobe_runs", f"Probe runs finished. {CACHED}", labels=t)
-    failures = CounterMetricFamily(
+    status = gauge(
+        "relayprobe_status",
+        "Status of the last probe run: 0 ok, 1 warning, 2 critical, 3 unknown (also before the "
+        "first run), numbered like Nagios.",
+    )
+    check_ok = gauge(
+        "relayprobe_check_ok",
+        "Whether each configured expectation held in the last delivered probe (1) or not (0); "
+        "no series for what is not expected.",
+        ["target", "check"],
+    )
+    threshold = config(
+        "relayprobe_threshold_seconds",
+        "Configured delivery-time thresholds per level (warning, critical).",
+        ["target", "level"],
+    )
+    runs = counter("relayprobe_runs", "Probe runs finished.")
+    failed_runs = counter(
+        "relayprobe_failed_runs",
+        "Probe runs that did not succeed; exists at 0 from the first scrape, so "
+        "1 - increase(failed_runs)/increase(runs) is exact from the first failure on.",
+    )
+    failures = counter(
         "relayprobe_failures",
-        f"Failed probe runs by the stage they ended in and the reason. {CACHED}",
-        labels=["target", "stage", "reason"],
+        "Failed probe runs by the stage they ended in and the reason (a series appears with its "
+        "first failure: use relayprobe_failed_runs_total for ratios).",
+        ["target", "stage", "reason"],
+    )
+    check_failures = counter(
+        "relayprobe_check_failures",
+        "Delivered probes in which each configured expectation failed; every configured check "
+        "exists at 0, and a probe failing several checks counts each.",
+        ["target", "check"],
     )
     hist = HistogramMetricFamily(
         "relayprobe_delivery_duration_seconds",
-        f"Time from the relay accepting the probe to its arrival in the mailbox. {CACHED}",
+        "Time from the relay accepting the probe to its arrival in the mailbox.",
         labels=t,
     )
     last_delivery = gauge(
@@ -112,14 +178,10 @@ def _target_families(states: list[TargetState]) -> Iterator[Metric]:
         "relayprobe_last_success_timestamp_seconds",
         "Unix time of the last successful probe run (0: none yet).",
     )
-    late = CounterMetricFamily(
-        "relayprobe_late_deliveries",
-        f"Timed-out probes that arrived later and were removed. {CACHED}",
-        labels=t,
+    late = counter(
+        "relayprobe_late_deliveries", "Timed-out probes that arrived later and were removed."
     )
-    junk = CounterMetricFamily(
-        "relayprobe_junk_deliveries", f"Probes that landed in a junk folder. {CACHED}", labels=t
-    )
+    junk = counter("relayprobe_junk_deliveries", "Probes that landed in a junk folder.")
     auth = gauge(
         "relayprobe_auth_result",
         "Receiver's authentication result per method in the last delivered probe (1 = this result).",
@@ -129,22 +191,30 @@ def _target_families(states: list[TargetState]) -> Iterator[Metric]:
         "relayprobe_spam_confidence_level",
         "Microsoft spam confidence level (SCL) of the last delivered probe.",
     )
-    cert = gauge(
+    cert = GaugeMetricFamily(
         "relayprobe_tls_cert_expiry_timestamp_seconds",
-        "Unix time the relay's TLS certificate expires (0: not seen yet).",
+        "Unix time the relay's TLS certificate expires, as last seen (0: not seen yet).",
+        labels=t,
     )
-    backoff = gauge(
+    backoff = GaugeMetricFamily(
         "relayprobe_backoff_seconds",
         "Current extra delay before the next run after configuration-class failures (0: none).",
+        labels=t,
     )
-    interval = gauge("relayprobe_probe_interval_seconds", "Configured time between probe runs.")
+    interval = config("relayprobe_probe_interval_seconds", "Time between probe runs.")
 
     for s in states:
         name, last = [s.name], s.last
         success.add_metric(name, 1 if last is not None and last.success else 0)
+        status.add_metric(name, last.status.exit_code if last is not None else 3)
+        for level, seconds in s.thresholds:
+            threshold.add_metric([s.name, level], seconds)
         runs.add_metric(name, s.runs)
+        failed_runs.add_metric(name, s.failed_runs)
         for (stage, reason), count in sorted(s.failures.items()):
             failures.add_metric([s.name, stage, reason], count)
+        for check, count in s.check_failures.items():
+            check_failures.add_metric([s.name, check], count)
         hist.add_metric(name, s.cumulative_buckets(), s.delivery_sum)
         last_run.add_metric(name, _ts(s.finished_at))
         last_success.add_metric(name, _ts(s.last_success_at))
@@ -161,6 +231,9 @@ def _target_families(states: list[TargetState]) -> Iterator[Metric]:
             value = getattr(last.timings, attr)
             if value is not None:
                 phase.add_metric([s.name, label], value)
+        for check in last.checks:
+            if check.check in s.check_failures:  # configured now (a reload may have changed it)
+                check_ok.add_metric([s.name, check.check], 1 if check.ok else 0)
         verdict = last.verdict
         for method in AUTH_METHODS:
             result = getattr(verdict.auth, method)
@@ -169,7 +242,8 @@ def _target_families(states: list[TargetState]) -> Iterator[Metric]:
                 auth.add_metric([s.name, method, value if value in AUTH_RESULTS else "other"], 1)
         if verdict.spam.scl is not None:
             scl.add_metric(name, verdict.spam.scl)
-    yield from (success, runs, failures, hist, last_delivery, phase, last_run, last_success)
+    yield from (success, status, check_ok, threshold, runs, failed_runs, failures, check_failures)
+    yield from (hist, last_delivery, phase, last_run, last_success)
     yield from (late, junk, auth, scl, cert, backoff, interval)
 
 

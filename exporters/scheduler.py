@@ -15,7 +15,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from exporters.limits import SendGate
-from exporters.store import ResultStore
+from exporters.store import ResultStore, TargetSpec
 from probe import (
     CONFIGURATION_REASONS,
     Config,
@@ -24,6 +24,7 @@ from probe import (
     ProbeFailure,
     ProbeResult,
     Target,
+    configured_checks,
     new_watch,
     run_probe,
 )
@@ -32,6 +33,17 @@ from probe import (
 PERSISTENT_REJECTIONS = 3
 
 log = logging.getLogger("relayprobe.scheduler")
+
+
+def target_spec(target: Target) -> TargetSpec:
+    """What the metrics export of ``target``'s configuration (thresholds, configured checks)."""
+    th = target.thresholds
+    levels = tuple(
+        (lv, v) for lv, v in (("warning", th.warning), ("critical", th.critical)) if v is not None
+    )
+    return TargetSpec(
+        target.name, target.interval, levels, configured_checks(target.expect, target.thresholds)
+    )
 
 
 class Busy(Exception):
@@ -98,7 +110,7 @@ class Scheduler:
     async def apply(self, config: Config) -> None:
         """Switch to ``config``: reschedule all jobs (staggered), keep state of kept targets."""
         old, self.config = self.config, config
-        self.store.set_targets((t.name, t.interval) for t in config.targets)
+        self.store.set_targets(target_spec(t) for t in config.targets)
         for job in self._aps.get_jobs():
             job.remove()
         await self._retire_watches(old, config)

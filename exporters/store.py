@@ -29,17 +29,31 @@ DELIVERY_BUCKETS: tuple[float, ...] = (
 )
 
 
+@dataclass(frozen=True)
+class TargetSpec:
+    """What the configuration says of a target that the metrics export (docs/exporter.md)."""
+
+    name: str
+    interval: float
+    thresholds: tuple[tuple[str, float], ...] = ()  # ("warning", s), ("critical", s) if set
+    checks: tuple[str, ...] = ()  # configured expectations (probe.configured_checks)
+
+
 @dataclass
 class TargetState:
     """Everything known about one configured target since the daemon started."""
 
     name: str
     interval: float
+    thresholds: tuple[tuple[str, float], ...] = ()
     last: ProbeResult | None = None
     finished_at: dt.datetime | None = None
     last_success_at: dt.datetime | None = None
     runs: int = 0
+    failed_runs: int = 0  # runs with success false: counted from 0, so ratios are exact
     failures: Counter[tuple[str, str]] = field(default_factory=Counter)  # (stage, reason) -> n
+    # Configured check -> delivered runs in which it failed; every configured one starts at 0.
+    check_failures: dict[str, int] = field(default_factory=dict)
     late: int = 0
     junk: int = 0
     cert_not_after: dt.datetime | None = None  # last one the relay showed; kept across failures
@@ -77,15 +91,18 @@ class ResultStore:
         #: Called with every recorded result (``relayprobe demo`` prints them as they come).
         self.listeners: list[Callable[[ProbeResult], None]] = []
 
-    def set_targets(self, targets: Iterable[tuple[str, float]]) -> None:
-        """Make the store hold exactly these (name, interval) targets; kept ones keep their state."""
-        wanted = dict(targets)
+    def set_targets(self, targets: Iterable[TargetSpec | tuple[str, float]]) -> None:
+        """Make the store hold exactly these targets; kept ones keep their state."""
+        specs = [t if isinstance(t, TargetSpec) else TargetSpec(*t) for t in targets]
+        wanted = {spec.name: spec for spec in specs}
         for name in list(self._targets):
             if name not in wanted:
                 del self._targets[name]  # a removed target's series disappear with it
-        for name, interval in wanted.items():
-            state = self._targets.setdefault(name, TargetState(name, interval))
-            state.interval = interval
+        for name, spec in wanted.items():
+            state = self._targets.setdefault(name, TargetState(name, spec.interval))
+            state.interval, state.thresholds = spec.interval, spec.thresholds
+            # A check configured now starts at 0; one no longer configured loses its series.
+            state.check_failures = {c: state.check_failures.get(c, 0) for c in spec.checks}
             state.version += 1
 
     def names(self) -> list[str]:
@@ -111,7 +128,11 @@ class ResultStore:
         if result.success:
             state.last_success_at = state.finished_at
         else:
+            state.failed_runs += 1
             state.failures[(result.stage.value, result.reason.value)] += 1
+        for check in result.failed_checks:
+            if check.check in state.check_failures:
+                state.check_failures[check.check] += 1
         if result.smtp is not None and result.smtp.cert_not_after is not None:
             state.cert_not_after = result.smtp.cert_not_after
         if result.arrival.placement == "junk":

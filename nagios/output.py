@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from nagios.argspec import USAGE
 from nagios.options import Options
-from probe import Reason, Stage, Status, rfc3339
+from probe import AUTH_METHODS, CheckResult, ProbeResult, Reason, Stage, Status, rfc3339
 
 PREFIX = "M365 RELAY"
 
@@ -76,13 +76,35 @@ def _clean(text: str | None) -> str:
     return (text or "").replace("|", "/")
 
 
-def _aspect_state(check: object, names: tuple[str, ...], reasons: frozenset) -> object:
-    """Worst of the plugin's own results for an aspect and the probe's verdict on it."""
+def _aspect_state(
+    check: object, names: tuple[str, ...], reasons: frozenset, failed: list[CheckResult] = ()
+) -> object:
+    """Worst of the plugin's own results for an aspect, the probe's verdict on it and every
+    failed check of the result for it (a junked probe can fail SPF and DMARC too)."""
+    from nagios.contexts import STATE
+
     results = check.results
     states = [results[n].state for n in names if n in results]
     if obs_reason(check) in reasons:
         states.append(results["outcome"].state)
+    states += [STATE[c.status.value] for c in failed]
     return max(states, default="ok")
+
+
+def _failed_checks(result: ProbeResult, opts: Options) -> dict[str, list[CheckResult]]:
+    """The result's failed checks per aspect line, except where a plugin option decides."""
+    covered = {
+        "latency": opts.warning is not None or opts.critical is not None,
+        "placement": opts.junk_severity is not None,
+        "scl": opts.max_scl is not None,
+        **dict.fromkeys(AUTH_METHODS, bool(opts.expect)),
+    }
+    aspects: dict[str, list[CheckResult]] = {"delivery": [], "auth": [], "scl": []}
+    for c in result.failed_checks:
+        if not covered.get(c.check, False):
+            aspect = "auth" if c.check in AUTH_METHODS else c.check
+            aspects["delivery" if aspect in ("latency", "placement") else aspect].append(c)
+    return aspects
 
 
 def obs_reason(check: object) -> object:
@@ -94,6 +116,7 @@ def _details(check: object, obs: object, opts: Options, now: dt.datetime | None)
 
     result = obs.result
     by_name = check.results
+    failed = _failed_checks(result, opts)
     lines = []
     t = result.timings
     if result.smtp is not None:
@@ -120,10 +143,14 @@ def _details(check: object, obs: object, opts: Options, now: dt.datetime | None)
                 Reason.LATENCY_CRITICAL,
             }
         )
-        state = _aspect_state(check, ("delivery", "placement"), delivery_reasons)
+        state = _aspect_state(
+            check, ("delivery", "placement"), delivery_reasons, failed["delivery"]
+        )
         lines.append(_line(state, f"delivery: {where}{after}"))
         auth = result.verdict.auth
-        state = _aspect_state(check, ("auth",), frozenset({Reason.AUTH_RESULT_MISMATCH}))
+        state = _aspect_state(
+            check, ("auth",), frozenset({Reason.AUTH_RESULT_MISMATCH}), failed["auth"]
+        )
         lines.append(_line(state, f"authentication: {auth_text(auth)}"))
         if opts.verbose >= 2:
             lines.append(
@@ -132,7 +159,9 @@ def _details(check: object, obs: object, opts: Options, now: dt.datetime | None)
             )
         spam = result.verdict.spam
         if spam.scl is not None:
-            state = _aspect_state(check, ("scl",), frozenset({Reason.SPAM_SCORE_HIGH}))
+            state = _aspect_state(
+                check, ("scl",), frozenset({Reason.SPAM_SCORE_HIGH}), failed["scl"]
+            )
             lines.append(_line(state, f"spam: SCL {spam.scl}"))
             if opts.verbose >= 2:
                 lines.append(f"   BCL {spam.bcl}, SFV {spam.sfv}, CAT {spam.cat}")

@@ -97,6 +97,8 @@ CONFIGURATION_REASONS = frozenset(
 SMTP_PHASES = ("connect", "tls", "auth", "submit")
 #: The receiver verdicts relayprobe reads, expects and exports, in display order.
 AUTH_METHODS = ("spf", "dkim", "dmarc", "compauth")
+#: The expectations a delivered probe is judged on, one check each (metric label ``check``).
+CHECKS = ("latency", "placement", *AUTH_METHODS, "scl")
 
 
 def rfc3339(when: dt.datetime | None) -> str | None:
@@ -334,6 +336,39 @@ class HeaderVerdict:
 
 
 @dataclass
+class CheckResult:
+    """One configured expectation judged on a delivered probe: met or not, and how bad."""
+
+    check: str  # one of CHECKS
+    ok: bool
+    status: Status  # Status.OK when met
+    reason: Reason  # Reason.OK when met
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "check": self.check,
+            "ok": self.ok,
+            "status": self.status.value,
+            "reason": self.reason.value,
+            "message": self.message,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CheckResult:
+        """The inverse of ``to_dict``; a missing or malformed field raises ResultError naming it."""
+        if not isinstance(data, dict):
+            raise ResultError("checks[]", f"{data!r} is not {_KINDS[dict]}")
+        return cls(
+            check=_get(data, "checks[].check", str, required=True),
+            ok=_get(data, "checks[].ok", bool, required=True),
+            status=_get(data, "checks[].status", Status, required=True),
+            reason=_get(data, "checks[].reason", Reason, required=True),
+            message=_get(data, "checks[].message", str) or "",
+        )
+
+
+@dataclass
 class ProbeResult:
     """One probe run of one target: the contract behind ``once --json``, /api/results and Nagios."""
 
@@ -349,6 +384,13 @@ class ProbeResult:
     arrival: Arrival = field(default_factory=Arrival)
     verdict: HeaderVerdict = field(default_factory=HeaderVerdict)
     probe_id: str | None = None
+    # Every configured expectation of a delivered probe, met or not (empty when none arrived):
+    # the primary ``reason`` is the worst of them, these are all of them (docs/architecture.md).
+    checks: list[CheckResult] = field(default_factory=list)
+
+    @property
+    def failed_checks(self) -> list[CheckResult]:
+        return [c for c in self.checks if not c.ok]
 
     @property
     def success(self) -> bool:
@@ -371,6 +413,7 @@ class ProbeResult:
             "arrival": self.arrival.to_dict(),
             "auth": self.verdict.auth.to_dict(),
             "spam": self.verdict.spam.to_dict(),
+            "checks": [c.to_dict() for c in self.checks],
         }
 
     @classmethod
@@ -393,4 +436,14 @@ class ProbeResult:
             arrival=Arrival.from_dict(_get(data, "arrival", dict) or {}),
             verdict=HeaderVerdict.from_dict(data),
             probe_id=_get(data, "probe_id", str),
+            checks=[CheckResult.from_dict(c) for c in _checks(data)],
         )
+
+
+def _checks(data: dict[str, Any]) -> list[Any]:
+    value = data.get("checks")
+    if value is None:
+        return []  # results of versions before the checks list
+    if not isinstance(value, list):
+        raise ResultError("checks", f"{value!r} is not a list")
+    return value

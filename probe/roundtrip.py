@@ -216,6 +216,7 @@ async def _round_trip(
         arrival=Arrival(folder=found.folder, placement=placement, late_count=late_at_start),
         verdict=verdict,
         probe_id=tag.probe_id,
+        checks=list(verdict_judgement.checks),
     )
 
 

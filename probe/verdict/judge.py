@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from probe.result import AUTH_METHODS, HeaderVerdict, Reason, Status
+from probe.result import AUTH_METHODS, CHECKS, CheckResult, HeaderVerdict, Reason, Status
 
 if TYPE_CHECKING:
     from probe.config import Expect, Thresholds
@@ -19,6 +19,10 @@ class Finding:
     reason: Reason
     text: str
 
+    @property
+    def pair(self) -> tuple[Status, Reason]:
+        return self.status, self.reason
+
 
 @dataclass(frozen=True)
 class Judgement:
@@ -27,10 +31,23 @@ class Judgement:
     status: Status
     reason: Reason
     findings: tuple[Finding, ...]
+    checks: tuple[CheckResult, ...] = ()  # every configured expectation, met or not
 
     @property
     def message(self) -> str:
         return "; ".join(f.text for f in self.findings)
+
+
+def configured_checks(expect: Expect, thresholds: Thresholds) -> tuple[str, ...]:
+    """The checks a delivered probe of this target is judged on (CHECKS order): a metric series
+    exists for exactly these (docs/exporter.md, relayprobe_check_ok)."""
+    wanted = {
+        "latency": thresholds.warning is not None or thresholds.critical is not None,
+        "placement": expect.placement != "any",
+        "scl": expect.max_scl is not None,
+        **{m: bool(getattr(expect, m)) for m in AUTH_METHODS},
+    }
+    return tuple(c for c in CHECKS if wanted[c])
 
 
 def judge(
@@ -44,24 +61,53 @@ def judge(
 ) -> Judgement:
     """Evaluate a delivered probe; critical findings come before warnings in the message."""
     findings: list[Finding] = []
-    findings += _latency(delivery_seconds, thresholds)
-    findings += _placement(placement, folder, expect)
-    findings += _auth(verdict, expect)
+    checks: list[CheckResult] = []
+
+    def check(name: str, found: list[Finding], met: str) -> None:
+        findings.extend(found)
+        worst = max(found, key=lambda f: f.status.severity, default=None)
+        if worst is None:
+            checks.append(CheckResult(name, True, Status.OK, Reason.OK, met))
+        else:
+            text = "; ".join(f.text for f in found)
+            checks.append(CheckResult(name, False, worst.status, worst.reason, text))
+
+    configured = configured_checks(expect, thresholds)
+    if "latency" in configured:
+        check("latency", _latency(delivery_seconds, thresholds), f"{delivery_seconds:.2f} s")
+    if "placement" in configured:
+        check("placement", _placement(placement, folder, expect), f"{placement} ({folder})")
+    wrong_auth = _auth(verdict, expect)
+    findings += wrong_auth  # one finding for the message; one check per method below
+    for method in AUTH_METHODS:
+        wanted = getattr(expect, method)
+        if method in configured:
+            actual = getattr(verdict.auth, method)
+            text = f"{method}={actual or 'missing'} (expected {'|'.join(wanted)})"
+            ok = actual in wanted
+            status, reason = (Status.OK, Reason.OK) if ok else wrong_auth[0].pair
+            checks.append(CheckResult(method, ok, status, reason, text))
     scl = verdict.spam.scl
-    if expect.max_scl is not None and scl is not None and scl > expect.max_scl:
-        findings.append(
-            Finding(
-                Status.WARNING,
-                Reason.SPAM_SCORE_HIGH,
-                f"spam confidence level {scl} is above the allowed {expect.max_scl} "
-                f"(SFV {verdict.spam.sfv or '?'}, CAT {verdict.spam.cat or '?'})",
-            )
+    if "scl" in configured:
+        high = scl is not None and scl > expect.max_scl
+        found = (
+            [
+                Finding(
+                    Status.WARNING,
+                    Reason.SPAM_SCORE_HIGH,
+                    f"spam confidence level {scl} is above the allowed {expect.max_scl} "
+                    f"(SFV {verdict.spam.sfv or '?'}, CAT {verdict.spam.cat or '?'})",
+                )
+            ]
+            if high
+            else []
         )
+        check("scl", found, f"SCL {'-' if scl is None else scl} (at most {expect.max_scl})")
     if not findings:
-        return Judgement(Status.OK, Reason.OK, ())
+        return Judgement(Status.OK, Reason.OK, (), tuple(checks))
     findings.sort(key=lambda f: -f.status.severity)
     worst = findings[0]
-    return Judgement(worst.status, worst.reason, tuple(findings))
+    return Judgement(worst.status, worst.reason, tuple(findings), tuple(checks))
 
 
 def _latency(seconds: float, thresholds: Thresholds) -> list[Finding]:

@@ -98,7 +98,11 @@ def test_every_target_has_series_from_start_up(daemon):
         assert value(m, "relayprobe_probe_interval_seconds", target=name) is not None
         assert value(m, "relayprobe_last_success_timestamp_seconds", target=name) is not None
     assert value(m, "relayprobe_probe_interval_seconds", target="badauth") == 2
-    assert value(m, "relayprobe_build_info", version=_version()) == 1
+    (info,) = [dict(labels) for (n, labels), v in m.items() if n == "relayprobe_build_info"]
+    assert info["version"] == _version() and info["python"].count(".") == 2
+    for name in ("good", "broken", "badauth", "late"):  # counters are born at 0, status unknown
+        assert value(m, "relayprobe_failed_runs_total", target=name) is not None, name
+    assert value(m, "relayprobe_status", target="late") in (0.0, 1.0, 2.0, 3.0)
     assert value(m, "relayprobe_config_last_reload_successful") == 1
 
 

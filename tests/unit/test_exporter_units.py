@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import json
 import logging
+import platform
 import time
 
 import pytest
@@ -14,7 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from exporters.limits import SendGate
 from exporters.logs import JsonFormatter, LogfmtFormatter
 from exporters.metrics import exposition
-from exporters.store import DELIVERY_BUCKETS, ResultStore
+from exporters.store import DELIVERY_BUCKETS, ResultStore, TargetSpec
+from probe.result import CheckResult, Reason, Status
 from tests.results import NOW, delivered, failed, sample_store
 
 
@@ -69,7 +72,14 @@ def test_exposition_has_the_contract_values(store):
     assert m[("relayprobe_probe_interval_seconds", frozenset({("target", "b")}))] == 300
     assert m[("relayprobe_last_success_timestamp_seconds", frozenset({("target", "b")}))] == 0
     assert m[("relayprobe_config_last_reload_successful", frozenset())] == 0
-    assert m[("relayprobe_build_info", frozenset({("version", "9.9")}))] == 1
+    (info,) = [labels for name, labels in m if name == "relayprobe_build_info"]
+    assert {"version": "9.9", "python": platform.python_version()}.items() <= dict(info).items()
+    assert dict(info)["aiosmtplib"] != "none" and dict(info)["prometheus_client"] != "none"
+    status = {t: m[("relayprobe_status", frozenset({("target", t)}))] for t in ("a", "b", "never")}
+    assert status == {"a": 0, "b": 2, "never": 3}
+    failed = {t: m[("relayprobe_failed_runs_total", frozenset({("target", t)}))] for t in status}
+    assert failed == {"a": 0, "b": 2, "never": 0}  # born at 0: increase() sees the first failure
+    assert any(name == "process_open_fds" for name, _ in m)
     phase = frozenset({("target", "b"), ("phase", "smtp_tls")})
     assert m[("relayprobe_phase_duration_seconds", phase)] == 0.02
 
@@ -171,3 +181,40 @@ def test_cached_exposition_of_200_targets_is_fast():
     started = time.perf_counter()
     cached.render()
     assert time.perf_counter() - started < 0.02  # the /metrics budget, with CI headroom
+
+
+def test_configured_checks_and_thresholds_are_exported_and_counted_from_zero():
+    spec = TargetSpec("t", 60.0, (("warning", 10.0), ("critical", 20.0)), ("placement", "spf"))
+    store = ResultStore()
+    store.set_targets([spec])
+    m = samples(exposition(store, version="9.9", reload_ok=lambda: True))
+    zero = {
+        c: m[("relayprobe_check_failures_total", frozenset({("target", "t"), ("check", c)}))]
+        for c in ("placement", "spf")
+    }
+    assert zero == {"placement": 0, "spf": 0}
+    assert (
+        m[("relayprobe_threshold_seconds", frozenset({("target", "t"), ("level", "warning")}))]
+        == 10
+    )
+    assert not any(name == "relayprobe_check_ok" for name, _ in m)  # nothing delivered yet
+    junked = dataclasses.replace(
+        delivered("t", 2.0, placement="junk"),
+        status=Status.CRITICAL,
+        reason=Reason.JUNKED,
+        checks=[
+            CheckResult("placement", False, Status.CRITICAL, Reason.JUNKED, "junked"),
+            CheckResult("spf", False, Status.CRITICAL, Reason.AUTH_RESULT_MISMATCH, "spf=fail"),
+            CheckResult("dkim", False, Status.CRITICAL, Reason.AUTH_RESULT_MISMATCH, "gone"),
+        ],
+    )
+    store.record(junked, NOW)
+    m = samples(exposition(store, version="9.9", reload_ok=lambda: True))
+    ok = {k[1]: v for k, v in m.items() if k[0] == "relayprobe_check_ok"}
+    assert ok == {
+        frozenset({("target", "t"), ("check", "placement")}): 0,
+        frozenset({("target", "t"), ("check", "spf")}): 0,
+    }
+    failures = {k[1]: v for k, v in m.items() if k[0] == "relayprobe_check_failures_total"}
+    assert set(failures.values()) == {1}  # both configured checks counted; dkim is not configured
+    assert m[("relayprobe_status", frozenset({("target", "t")}))] == 2

@@ -61,3 +61,32 @@ def test_scl_above_max_is_a_warning():
     j = _judge(verdict=_verdict(scl=6), expect=Expect(max_scl=4))
     assert (j.status, j.reason) == (Status.WARNING, Reason.SPAM_SCORE_HIGH)
     assert _judge(verdict=_verdict(scl=None), expect=Expect(max_scl=4)).status is Status.OK
+
+
+def test_every_configured_expectation_is_a_check_and_every_failure_is_kept():
+    # Junked and failing SPF and DMARC: the primary reason is one, the checks say all three.
+    j = _judge(
+        placement="junk",
+        verdict=_verdict(spf="fail", dkim="none", dmarc="fail", scl=6),
+        expect=Expect(spf=["pass"], dmarc=["pass"], placement="inbox", max_scl=5),
+    )
+    by_name = {c.check: c for c in j.checks}
+    assert list(by_name) == ["latency", "placement", "spf", "dmarc", "scl"]  # dkim not expected
+    assert [c.check for c in j.checks if not c.ok] == ["placement", "spf", "dmarc", "scl"]
+    assert (by_name["placement"].status, by_name["placement"].reason) == (
+        Status.CRITICAL,
+        Reason.JUNKED,
+    )
+    assert by_name["spf"].reason is Reason.AUTH_RESULT_MISMATCH
+    assert by_name["spf"].message == "spf=fail (expected pass)"
+    assert (by_name["scl"].status, by_name["scl"].reason) == (
+        Status.WARNING,
+        Reason.SPAM_SCORE_HIGH,
+    )
+    assert by_name["latency"].ok and by_name["latency"].status is Status.OK
+    assert j.status is Status.CRITICAL
+
+
+def test_placement_any_and_no_thresholds_are_not_checks():
+    j = _judge(expect=Expect(placement="any"), thresholds=Thresholds())
+    assert j.checks == () and j.status is Status.OK
