@@ -231,8 +231,10 @@ class Scheduler:
         watch = await self._watch_for(config, target)
         # Without a shared watch (its IMAP login failed), run_probe logs in itself and turns
         # the failure into a result: the same stage, reason and message as a one-off run.
+        # run_id=None: the daemon's identity (tags without r=), also for a private watch opened
+        # when the shared one is down, so its late mail is still counted (docs/nagios.md).
         result = await run_probe(
-            config, target, watch=watch, send_slot=lambda: self._send_slot(target)
+            config, target, watch=watch, send_slot=lambda: self._send_slot(target), run_id=None
         )
         self.store.record(result, dt.datetime.now(dt.UTC))
         self._log(result)

@@ -21,6 +21,7 @@ probe could not clean up; it is safe to delete.
 
 Probe id: {probe_id}
 Instance: {instance}
+Run: {run}
 """
 
 
@@ -37,7 +38,13 @@ def build_message(*, tag: Tag, mail_from: str, rcpt_to: str) -> bytes:
     # RFC 3834: marks machine-generated mail so autoresponders stay quiet.
     msg["Auto-Submitted"] = "auto-generated"
     msg.set_content(
-        _BODY.format(target=tag.target, probe_id=tag.probe_id, instance=tag.instance),
+        _BODY.format(
+            target=tag.target,
+            probe_id=tag.probe_id,
+            instance=tag.instance,
+            # Which process may delete it (docs/architecture.md, "Cleanup and nothing is lost").
+            run=f"{tag.run} (relayprobe once or check_m365_relay)" if tag.run else "the daemon",
+        ),
         charset="us-ascii",
         cte="7bit",
     )

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from probe.failure import ProbeFailure
 from probe.imap.watch import MailboxWatch
-from probe.imap.watcher import Found
+from probe.imap.watcher import STALE_AFTER, Found
 from probe.m365.tokens import TokenProvider, provider_for
 from probe.message import build_message
 from probe.result import (
@@ -25,7 +25,7 @@ from probe.result import (
     Timings,
 )
 from probe.smtp.submission import send_probe
-from probe.tag import make_tag
+from probe.tag import PROCESS_RUN_ID, make_tag
 from probe.verdict.headers import parse_headers
 from probe.verdict.judge import judge
 
@@ -44,8 +44,17 @@ def new_watch(
     *,
     token_provider: TokenProvider | None = None,
     on_late: Callable[[Found], None] | None = None,
+    run_id: str | None = None,
 ) -> MailboxWatch:
-    """A mailbox watch for ``target``'s inbox and junk folders (not started)."""
+    """A mailbox watch for ``target``'s inbox and junk folders (not started).
+
+    ``run_id`` None (the default) makes the instance's long-lived watch, the daemon's: it owns
+    probe mail without a run id, its own and any left by older versions. ``run_probe`` opens its
+    own watches with the process's run id instead (docs/architecture.md, "Cleanup").
+    """
+    # Another run's mail is provably stale once no run of this config can still wait for it:
+    # twice the longest delivery timeout, and at least an hour (clock skew between hosts).
+    stale_after = max(STALE_AFTER, 2 * max(t.timeout for t in config.targets))
     return MailboxWatch(
         target.mailbox,
         target.junk_folders,
@@ -53,6 +62,8 @@ def new_watch(
         instance=config.instance,
         token_provider=token_provider or provider_for(target.mailbox.auth),
         on_late=on_late,
+        run_id=run_id,
+        stale_after=stale_after,
     )
 
 
@@ -64,6 +75,7 @@ async def run_probe(
     smtp_token: TokenProvider | None = None,
     imap_token: TokenProvider | None = None,
     send_slot: SendSlot | None = None,
+    run_id: str | None = PROCESS_RUN_ID,
 ) -> ProbeResult:
     """Run one full round trip for ``target``; expected failures become the result, never raise.
 
@@ -71,6 +83,10 @@ async def run_probe(
     it, a watch is opened (IMAP login before sending, so login time is not delivery latency)
     and closed again. ``send_slot`` is held around the SMTP submission alone (not the wait for
     arrival), so per-mailbox send limits do not stretch over slow deliveries.
+
+    The probe's tag carries the watch's run id. ``run_id`` is that of a watch opened here: by
+    default this process's (``probe.tag.PROCESS_RUN_ID``), so a daemon, ``once`` runs and Nagios
+    checks on one config never take each other's mail; None takes the daemon's identity.
     """
     started_at = dt.datetime.now(dt.UTC)
     # oauth2 targets get an MSAL token source (one token shared by SMTP and IMAP of one app).
@@ -79,7 +95,7 @@ async def run_probe(
     own_watch = watch is None
     try:
         if watch is None:
-            watch = new_watch(config, target, token_provider=imap_token)
+            watch = new_watch(config, target, token_provider=imap_token, run_id=run_id)
             await watch.start()
         return await _round_trip(config, target, watch, started_at, smtp_token, send_slot)
     except ProbeFailure as failure:
@@ -108,7 +124,12 @@ async def _round_trip(
     send_slot: SendSlot | None,
 ) -> ProbeResult:
     late_at_start = sum(1 for f in watch.late if f.tag.target == target.name)
-    tag = make_tag(config.tag_secret.get().encode(), instance=config.instance, target=target.name)
+    tag = make_tag(
+        config.tag_secret.get().encode(),
+        instance=config.instance,
+        target=target.name,
+        run=watch.run_id,  # the watch takes as its own only mail of its run id
+    )
     message = build_message(tag=tag, mail_from=target.mail_from, rcpt_to=target.rcpt_to)
     async with send_slot() if send_slot else contextlib.nullcontext():
         t0 = time.monotonic()

@@ -6,11 +6,12 @@ import asyncio
 import collections
 import contextlib
 import logging
+import threading
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from probe.failure import ProbeFailure
-from probe.imap.watcher import FolderWatcher, Found, WatchSettings
+from probe.imap.watcher import STALE_AFTER, FolderWatcher, Found, WatchSettings
 from probe.m365.tokens import token_refused
 from probe.result import Stage
 from probe.tag import Tag
@@ -20,13 +21,30 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("relayprobe.imap")
 
+# Nonces that some watch of this process waits for. Watches of one process share the run id (each
+# run_probe without a shared watch opens its own), so without this one watch would take another's
+# probe as its own late mail: the cross-process bug of issue 11, within a process.
+_pending: set[str] = set()
+_pending_lock = threading.Lock()
+
+
+def _claimed(nonce: str) -> bool:
+    with _pending_lock:
+        return nonce in _pending
+
 
 class MailboxWatch:
     """Watchers for the inbox folder and each junk folder of one mailbox (one connection each).
 
-    ``wait_for`` resolves with the first folder that sees the tagged message. Probe mail of this
-    instance that nobody waits for (a timed-out probe arriving late, or stale mail found at
-    start-up) is deleted and handed to ``on_late``.
+    The future of ``expect`` resolves with the first folder that sees the tagged message. Probe
+    mail of this instance and run that nobody waits for (a timed-out probe arriving late, or stale
+    mail found at start-up) is deleted and handed to ``on_late``.
+
+    ``run_id`` is the run whose mail this watch owns, and goes into the tags of the probes sent
+    through it: None for the long-lived watch of the daemon (and tags made before run ids
+    existed), a per-process id for the short-lived watch of ``once`` and the Nagios check. Other
+    runs' mail is left alone unless older than ``stale_after`` seconds; then it is deleted without
+    counting as late (docs/architecture.md, "Cleanup and nothing is lost").
     """
 
     def __init__(
@@ -39,8 +57,11 @@ class MailboxWatch:
         token_provider: Callable[[], Awaitable[str]] | None = None,
         on_late: Callable[[Found], None] | None = None,
         settings: WatchSettings | None = None,
+        run_id: str | None = None,
+        stale_after: float = STALE_AFTER,
     ) -> None:
         self.cfg = cfg
+        self.run_id = run_id
         self.folders = [cfg.folder, *[f for f in junk_folders if f != cfg.folder]]
         self._token_provider = token_provider
         self._on_late = on_late
@@ -55,6 +76,9 @@ class MailboxWatch:
                 secret=secret,
                 instance=instance,
                 on_found=self._found_in_thread,
+                run_id=run_id,
+                stale_after=stale_after,
+                claimed=_claimed,
                 token_source=self._token_in_thread,
                 token_refused=self._token_refused_in_thread,
                 settings=settings,
@@ -108,8 +132,13 @@ class MailboxWatch:
             loop.call_soon_threadsafe(self._deliver, found)
 
     def _deliver(self, found: Found) -> None:
+        if found.other_run:
+            return  # another run's stale mail, removed (the watcher logged it): nobody's late one
         future = self._waiting.pop(found.tag.nonce, None)
         if future is not None and not future.done():
+            # The other folders' watchers stop expecting it too: otherwise each kept the nonce
+            # for good and, thinking a probe still pending, left IDLE every few seconds.
+            self._release(found.tag.nonce)
             future.set_result(found)
             return
         found.expected = False
@@ -128,6 +157,8 @@ class MailboxWatch:
         assert self._loop is not None, "start() first"
         future: asyncio.Future[Found] = self._loop.create_future()
         self._waiting[tag.nonce] = future
+        with _pending_lock:
+            _pending.add(tag.nonce)
         for watcher in self.watchers:
             watcher.expect(tag.nonce, sent_at)
         return future
@@ -135,8 +166,15 @@ class MailboxWatch:
     def forget(self, tag: Tag) -> None:
         """Stop waiting for ``tag``; if it still arrives it is treated as late."""
         self._waiting.pop(tag.nonce, None)
+        self._release(tag.nonce)
+
+    def _release(self, nonce: str) -> None:
+        with _pending_lock:
+            _pending.discard(nonce)
         for watcher in self.watchers:
-            watcher.forget(tag.nonce)
+            watcher.forget(nonce)
 
     async def stop(self) -> None:
+        for nonce in list(self._waiting):
+            self._release(nonce)  # nobody here can take them any more
         await asyncio.gather(*(asyncio.to_thread(w.stop) for w in self.watchers))

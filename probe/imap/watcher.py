@@ -28,11 +28,18 @@ _TAG_FIELD = f"BODY.PEEK[HEADER.FIELDS ({TAG_HEADER.upper()})]".encode()
 # polling) or a stop is noticed within this time.
 _IDLE_SLICE = 0.05
 _REIDLE_AFTER = 25 * 60  # RFC 2177 servers drop IDLE after 30 min; Microsoft after ~29
+#: Seconds after its (authenticated) send time from which another run's probe mail is provably
+#: stale: no run waits that long, so a sweep may delete it (docs/architecture.md, "Cleanup").
+STALE_AFTER = 3600.0
 
 
 @dataclass
 class Found:
-    """A probe message of this instance seen in a folder (already deleted if ``deleted``)."""
+    """A probe message of this instance seen in a folder (already deleted if ``deleted``).
+
+    ``other_run``: another run's mail (not this watcher's run id), taken only because it was
+    provably stale; it is never anyone's late delivery.
+    """
 
     folder: str
     uid: int
@@ -42,6 +49,7 @@ class Found:
     expected: bool  # True when a running probe was waiting for it
     deleted: bool
     cleanup_error: str | None = None
+    other_run: bool = False
 
 
 @dataclass
@@ -52,6 +60,9 @@ class WatchSettings:
     fast_window: float = 3.0
     poll_interval: float = 2.0  # servers without IDLE
     idle_recheck: float = 2.0  # leave IDLE and search this often while a probe is expected
+    # Sweep the folder again this often for other runs' stale mail: it arrived while it was
+    # still fresh (and was left alone), and a long-lived watcher would otherwise keep it forever.
+    resweep_interval: float = 1800.0
     delete: bool = True
 
 
@@ -59,7 +70,10 @@ class FolderWatcher:
     """Watches one folder of one mailbox from its own thread; never blocks the event loop.
 
     Only messages whose tag verifies under ``secret`` and names ``instance`` are touched;
-    everything else in the mailbox is left exactly as it is.
+    everything else in the mailbox is left exactly as it is. Of those, mail of this watcher's
+    ``run_id`` is its own (awaited, or late); mail of another run id (another process on the same
+    config) is deleted only once older than ``stale_after`` seconds. ``claimed(nonce)`` says that
+    another watch of this process, sharing the run id, waits for that probe.
     """
 
     def __init__(
@@ -70,12 +84,16 @@ class FolderWatcher:
         secret: bytes,
         instance: str,
         on_found: Callable[[Found], None],
+        run_id: str | None = None,
+        stale_after: float = STALE_AFTER,
+        claimed: Callable[[str], bool] = lambda nonce: False,
         token_source: Callable[[], str | None] = lambda: None,
         token_refused: Callable[[str], bool] = lambda token: False,
         settings: WatchSettings | None = None,
     ) -> None:
         self.cfg, self.folder = cfg, folder
         self._secret, self._instance = secret, instance
+        self.run_id, self._stale_after, self._claimed = run_id, stale_after, claimed
         self._on_found, self._token_source = on_found, token_source
         self._token_refused = token_refused
         self.settings = settings or WatchSettings()
@@ -87,6 +105,7 @@ class FolderWatcher:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self._swept_at = time.monotonic()
         self.last_error: str | None = None
         # time.monotonic() of the last lost connection; None while the watcher is connected.
         self.down_since: float | None = None
@@ -184,7 +203,10 @@ class FolderWatcher:
             self._client.noop()
             self._check_new()
             self._stop.wait(self.settings.fast_interval)
-        elif self._client.has_capability("IDLE"):
+            return
+        if time.monotonic() - self._swept_at >= self.settings.resweep_interval:
+            self._sweep(resweep=True)
+        if self._client.has_capability("IDLE"):
             self._idle()
         else:
             self._client.noop()
@@ -202,7 +224,11 @@ class FolderWatcher:
         # imaplib reads through a buffered file: an EXISTS sent together with "+ idling" can sit
         # in that buffer where idle_check's poll() never sees it. While a probe is expected,
         # leave IDLE and look every few seconds so such a miss costs seconds, not a timeout.
-        limit = self.settings.idle_recheck if waiting else _REIDLE_AFTER
+        limit = (
+            self.settings.idle_recheck
+            if waiting
+            else min(_REIDLE_AFTER, self.settings.resweep_interval)
+        )
         try:
             while not (self._stop.is_set() or self._wake.is_set()):
                 if (
@@ -237,12 +263,19 @@ class FolderWatcher:
             if not untagged.pop("EXISTS", None):
                 return
 
-    def _sweep(self) -> None:
-        """Look once at what is already in the folder: own probes that arrived late or are stale."""
+    def _sweep(self, *, resweep: bool = False) -> None:
+        """Look at what is already in the folder: own probes that arrived late or are stale, and
+        other runs' stale mail. A ``resweep`` (every ``resweep_interval``) looks for the latter
+        only, among mail already seen: own mail was handled when it arrived."""
         assert self._client is not None
-        self._consider(self._client.search(["SUBJECT", SUBJECT_MARKER]))
+        self._swept_at = time.monotonic()
+        if not resweep:
+            self._consider(self._client.search(["SUBJECT", SUBJECT_MARKER]))
+            return
+        seen = self._client.search(["UNDELETED", "SUBJECT", SUBJECT_MARKER])
+        self._consider([u for u in seen if u <= self._last_uid], own=False)
 
-    def _consider(self, uids: list[int]) -> None:
+    def _consider(self, uids: list[int], *, own: bool = True) -> None:
         assert self._client is not None
         if not uids:
             return
@@ -253,8 +286,27 @@ class FolderWatcher:
             tag = verify_tag(self._secret, _header_value(raw, TAG_HEADER))
             if tag is None or tag.instance != self._instance:
                 continue  # not provably ours: never counted, never touched
+            if tag.run != self.run_id:
+                # Another process on this config (a daemon, `once` or the Nagios check) may still
+                # wait for it: hands off until its authenticated send time proves that no run
+                # can, so a crashed run's mail does not stay forever (docs/architecture.md).
+                if time.time() - tag.sent_at >= self._stale_after:
+                    log.info(
+                        "%s folder %r: stale probe %s of another run (%s) removed (UID %s)",
+                        imap.where(self.cfg),
+                        self.folder,
+                        tag.probe_id,
+                        tag.run or "the daemon",
+                        uid,
+                    )
+                    self._on_found(self._take(uid, tag, detected_at, False, other_run=True))
+                continue
+            if not own:
+                continue
             with self._lock:
                 expected = self._expected.pop(tag.nonce, None) is not None
+            if not expected and self._claimed(tag.nonce):
+                continue  # awaited by another watch of this process, which shares the run id
             log.info(
                 "%s folder %r: probe %s of target %s found (UID %s, %s)",
                 imap.where(self.cfg),
@@ -266,13 +318,24 @@ class FolderWatcher:
             )
             self._on_found(self._take(uid, tag, detected_at, expected))
 
-    def _take(self, uid: int, tag: Tag, detected_at: float, expected: bool) -> Found:
+    def _take(
+        self, uid: int, tag: Tag, detected_at: float, expected: bool, *, other_run: bool = False
+    ) -> Found:
         assert self._client is not None
         headers = b""
         if expected:
             data = self._client.fetch([uid], [b"BODY.PEEK[HEADER]"]).get(uid, {})
             headers = next((v for k, v in data.items() if k.startswith(b"BODY")), b"")
-        found = Found(self.folder, uid, tag, headers, detected_at, expected, deleted=False)
+        found = Found(
+            self.folder,
+            uid,
+            tag,
+            headers,
+            detected_at,
+            expected,
+            deleted=False,
+            other_run=other_run,
+        )
         if self.settings.delete:
             try:
                 self._client.delete_messages([uid])
