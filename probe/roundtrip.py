@@ -76,6 +76,7 @@ async def run_probe(
     imap_token: TokenProvider | None = None,
     send_slot: SendSlot | None = None,
     run_id: str | None = PROCESS_RUN_ID,
+    on_step: Callable[[str], None] | None = None,
 ) -> ProbeResult:
     """Run one full round trip for ``target``; expected failures become the result, never raise.
 
@@ -87,7 +88,10 @@ async def run_probe(
     The probe's tag carries the watch's run id. ``run_id`` is that of a watch opened here: by
     default this process's (``probe.tag.PROCESS_RUN_ID``), so a daemon, ``once`` runs and Nagios
     checks on one config never take each other's mail; None takes the daemon's identity.
+    ``on_step`` hears each step as it starts ("mailbox login", "sending", "waiting for
+    delivery", "reading the verdict"), for a progress line.
     """
+    step = on_step or (lambda _name: None)
     started_at = dt.datetime.now(dt.UTC)
     # oauth2 targets get an MSAL token source (one token shared by SMTP and IMAP of one app).
     smtp_token = smtp_token or provider_for(target.smtp.auth)
@@ -96,8 +100,9 @@ async def run_probe(
     try:
         if watch is None:
             watch = new_watch(config, target, token_provider=imap_token, run_id=run_id)
+            step("mailbox login")
             await watch.start()
-        return await _round_trip(config, target, watch, started_at, smtp_token, send_slot)
+        return await _round_trip(config, target, watch, started_at, smtp_token, send_slot, step)
     except ProbeFailure as failure:
         return _failed(target, started_at, failure)
     except Exception as exc:  # a bug, not an expected failure: still a result, with the type named
@@ -122,6 +127,7 @@ async def _round_trip(
     started_at: dt.datetime,
     smtp_token: TokenProvider | None,
     send_slot: SendSlot | None,
+    step: Callable[[str], None],
 ) -> ProbeResult:
     late_at_start = sum(1 for f in watch.late if f.tag.target == target.name)
     tag = make_tag(
@@ -135,6 +141,7 @@ async def _round_trip(
         t0 = time.monotonic()
         arrival = watch.expect(tag, t0)
         try:
+            step("sending")
             outcome = await send_probe(
                 target.smtp,
                 mail_from=target.mail_from,
@@ -150,6 +157,7 @@ async def _round_trip(
     timings = Timings.of_smtp(outcome.phases)
     remaining = max(0.0, target.timeout - (time.monotonic() - t0))
     try:
+        step("waiting for delivery")
         found = await asyncio.wait_for(asyncio.shield(arrival), remaining)
     except asyncio.CancelledError:
         watch.forget(tag)
@@ -207,6 +215,7 @@ async def _round_trip(
     delivery = max(0.0, found.detected_at - outcome.accepted_at)
     timings.delivery_seconds = delivery
     timings.total_seconds = found.detected_at - t0
+    step("reading the verdict")
     verdict = _read_verdict(found.headers)
     placement = watch.placement(found.folder)
     verdict_judgement = judge(

@@ -48,7 +48,7 @@ def run_analyze(path: str, *, as_json: bool, out: TextIO, err: TextIO) -> int:
     verdict = parse_headers(block)
     recognised = any(name in RECOGNISED for name, _ in split_headers(block))
     if as_json:
-        out.write(json.dumps(verdict.to_dict()) + "\n")
+        out.write(json.dumps(as_document(verdict)) + "\n")
     else:
         out.write(render(verdict))
     if not recognised:
@@ -59,6 +59,27 @@ def run_analyze(path: str, *, as_json: bool, out: TextIO, err: TextIO) -> int:
         )
         return 1
     return 0
+
+
+def as_document(verdict: HeaderVerdict) -> dict[str, object]:
+    """Everything the text form shows, as JSON: the result contract's ``auth`` and ``spam``
+    (plus every DKIM result and Microsoft's delivery destination), the hops, the arrival time
+    and the one-line interpretation."""
+    document = verdict.to_dict()
+    document["auth"]["dkim_all"] = list(verdict.auth.dkim_all)
+    document["spam"]["dest"] = verdict.spam.dest
+    document["hops"] = [
+        {
+            "from": hop.from_,
+            "by": hop.by,
+            "at": rfc3339(hop.at),
+            "delay_seconds": hop.delay_seconds,
+        }
+        for hop in verdict.hops
+    ]
+    document["arrived_at"] = rfc3339(verdict.arrived_at)
+    document["verdict"] = interpret(verdict)
+    return document
 
 
 def _show(value: object) -> str:

@@ -10,8 +10,14 @@ from typing import NoReturn
 from probe import __version__
 
 _EPILOG = """\
-exit codes: 0 ok, 1 warning, 2 critical, 3 unknown (bad usage or configuration).
+exit codes (every command; docs/architecture.md, "Exit codes"):
+  0  ok: every probe (or check) passed
+  1  warning: delivered, but slower than the warning threshold or not as expected (warning severity)
+  2  critical: a probe (or doctor step) failed
+  3  unknown: bad usage, a configuration error, or a local problem (e.g. out of file descriptors)
 docs: README.md and docs/ in the source tree."""
+
+_CONFIG_HELP = "the relayprobe YAML configuration (relayprobe validate checks it)"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -48,24 +54,58 @@ def _parser() -> argparse.ArgumentParser:
     doctor = sub.add_parser(
         "doctor", help="check a target step by step without sending mail, and say what to fix"
     )
-    doctor.add_argument("--config", "--config.file", dest="config", required=True, metavar="FILE")
-    doctor.add_argument("--target", action="append", metavar="NAME")
+    doctor.add_argument(
+        "--config",
+        "--config.file",
+        dest="config",
+        required=True,
+        metavar="FILE",
+        help=_CONFIG_HELP,
+    )
+    doctor.add_argument(
+        "--target", action="append", metavar="NAME", help="only this target (repeatable)"
+    )
+    doctor.add_argument(
+        "--json", action="store_true", help="print every step (state, text, fix) as JSON"
+    )
 
     login = sub.add_parser(
         "login",
         help="sign a user in with a device code for a target's oauth2 device_code auth and keep "
         "the refresh token in its token_cache_file",
     )
-    login.add_argument("--config", "--config.file", dest="config", required=True, metavar="FILE")
-    login.add_argument("--target", required=True, metavar="NAME")
+    login.add_argument(
+        "--config",
+        "--config.file",
+        dest="config",
+        required=True,
+        metavar="FILE",
+        help=_CONFIG_HELP,
+    )
+    login.add_argument(
+        "--target", required=True, metavar="NAME", help="the target whose user signs in"
+    )
 
     once = sub.add_parser("once", help="run one probe per selected target and print the results")
-    once.add_argument("--config", "--config.file", dest="config", required=True, metavar="FILE")
+    once.add_argument(
+        "--config",
+        "--config.file",
+        dest="config",
+        required=True,
+        metavar="FILE",
+        help=_CONFIG_HELP,
+    )
     once.add_argument(
         "--target", action="append", metavar="NAME", help="only this target (repeatable)"
     )
     once.add_argument(
         "--json", action="store_true", help="print the results (or the config errors) as JSON"
+    )
+    once.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress line while waiting (it is shown only when stderr is a terminal)",
     )
 
     analyze = sub.add_parser(
@@ -93,9 +133,19 @@ def _parser() -> argparse.ArgumentParser:
         "demo",
         help="start an embedded mail system and probe it on a schedule (no Microsoft account)",
     )
-    demo.add_argument("--interval", type=float, default=10.0, metavar="SECONDS")
+    demo.add_argument(
+        "--interval",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="time between rounds of probes (default 10)",
+    )
     demo.add_argument("--count", type=int, default=0, help="stop after N rounds (0: until Ctrl-C)")
-    demo.add_argument("--state-dir", metavar="DIR", help="where keys and the demo config go")
+    demo.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="where keys and the demo config go (default: a new temporary directory)",
+    )
     demo.add_argument(
         "--web.listen-address",
         dest="listen",
@@ -125,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "once":
         from relayprobe.once import run_once
 
-        return run_once(args.config, targets=args.target, as_json=args.json)
+        return run_once(args.config, targets=args.target, as_json=args.json, quiet=args.quiet)
     if args.command == "analyze":
         from relayprobe.analyze import run_analyze
 
@@ -133,6 +183,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "validate":
         from relayprobe.validate import run_validate
 
+        if args.config:
+            print(
+                "relayprobe: `validate CONFIG` is deprecated; use `validate --config CONFIG` "
+                "like every other subcommand",
+                file=sys.stderr,
+            )
         return run_validate(args.config or args.config_file, as_json=args.json)
     if args.command == "demo":
         from relayprobe.demo import run_demo
@@ -143,7 +199,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "doctor":
         from relayprobe.doctor import run_doctor
 
-        return run_doctor(args.config, targets=args.target, out=sys.stdout, err=sys.stderr)
+        return run_doctor(
+            args.config, targets=args.target, as_json=args.json, out=sys.stdout, err=sys.stderr
+        )
     if args.command == "login":
         from relayprobe.login import run_login
 

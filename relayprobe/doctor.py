@@ -11,12 +11,13 @@ import ssl
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
 from cryptography import x509
 
 from probe import tls
+from probe.config import ConfigError, load_config
 from probe.failure import ProbeFailure
 from probe.imap import session as imap
 from probe.m365.authority import authority_of
@@ -24,6 +25,7 @@ from probe.m365.codes import IMAP_OAUTH_REMEDY
 from probe.m365.tokens import token_provider
 from probe.smtp.replies import classify_auth_reply, classify_submit_reply
 from relayprobe.selection import load_selected
+from relayprobe.validate import dump_json, problems_json
 
 if TYPE_CHECKING:
     from probe.config import Auth, Target
@@ -37,25 +39,49 @@ class _Stop(Exception):
 
 @dataclass
 class _Report:
+    """Prints each step as it runs, or with ``as_json`` collects them for one JSON document."""
+
     out: TextIO
+    as_json: bool = False
     failed: int = 0
+    targets: list[dict[str, Any]] = field(default_factory=list)
+
+    def _step(self, state: str, step: str, text: str, fix: str | None = None) -> None:
+        if self.targets:
+            self.targets[-1]["steps"].append(
+                {"step": step, "state": state, "text": text, "fix": fix}
+            )
+
+    def heading(self, target: Target | None, text: str) -> None:
+        if target is not None:
+            self.targets.append({"target": target.name, "steps": []})
+        if not self.as_json:
+            print(text, file=self.out)
 
     def ok(self, step: str, text: str) -> None:
-        print(f"  ok    {step:<12}{text}", file=self.out)
+        self._step("ok", step, text)
+        if not self.as_json:
+            print(f"  ok    {step:<12}{text}", file=self.out)
 
     def warn(self, step: str, text: str, fix: str) -> None:
-        print(f"  WARN  {step:<12}{text}\n        fix: {fix}", file=self.out)
+        self._step("warn", step, text, fix)
+        if not self.as_json:
+            print(f"  WARN  {step:<12}{text}\n        fix: {fix}", file=self.out)
 
     def fail(self, step: str, text: str, fix: str | None, *, stop: bool = True) -> None:
         self.failed += 1
-        print(f"  FAIL  {step:<12}{text}", file=self.out)
-        if fix:
-            print(f"        fix: {fix}", file=self.out)
+        self._step("fail", step, text, fix)
+        if not self.as_json:
+            print(f"  FAIL  {step:<12}{text}", file=self.out)
+            if fix:
+                print(f"        fix: {fix}", file=self.out)
         if stop:
             raise _Stop
 
     def skip(self, step: str, why: str) -> None:
-        print(f"  -     {step:<12}skipped ({why})", file=self.out)
+        self._step("skip", step, f"skipped ({why})")
+        if not self.as_json:
+            print(f"  -     {step:<12}skipped ({why})", file=self.out)
 
 
 def _one_line(text: Any) -> str:
@@ -171,9 +197,8 @@ def _smtp_auth(r: _Report, smtp: smtplib.SMTP, auth: Auth, token: str | None) ->
 
 def _check_smtp(r: _Report, target: Target) -> None:
     cfg = target.smtp
-    print(
-        f"target {target.name} ({target.mode}, smtp {cfg.host}:{cfg.port} {cfg.security})",
-        file=r.out,
+    r.heading(
+        target, f"target {target.name} ({target.mode}, smtp {cfg.host}:{cfg.port} {cfg.security})"
     )
     _dns(r, cfg.host, cfg.port)
     _tcp(r, cfg.host, cfg.port, cfg.timeout)
@@ -255,7 +280,7 @@ def _capabilities(smtp: smtplib.SMTP) -> str:
 
 def _check_imap(r: _Report, target: Target) -> None:
     cfg = target.mailbox
-    print(f"  mailbox {cfg.host}:{cfg.port} {cfg.security} as {cfg.auth.username}", file=r.out)
+    r.heading(None, f"  mailbox {cfg.host}:{cfg.port} {cfg.security} as {cfg.auth.username}")
     _dns(r, cfg.host, cfg.port)
     _tcp(r, cfg.host, cfg.port, cfg.timeout)
     token = _token(r, "imap-token", cfg.auth)
@@ -289,21 +314,34 @@ def run_doctor(
     path: str,
     *,
     targets: list[str] | None,
+    as_json: bool = False,
     out: TextIO = sys.stdout,
     err: TextIO = sys.stderr,
 ) -> int:
     """Check every (or the named) target; 0 when all steps pass, 2 when any fails, 3 bad config."""
-    loaded = load_selected(path, targets, err=err)
-    if loaded is None:
-        return 3
-    _config, selected = loaded
-    report = _Report(out)
+    if as_json:
+        try:
+            config = load_config(path)
+            selected = [config.target(n) for n in targets] if targets else list(config.targets)
+        except ConfigError as exc:
+            dump_json({"targets": [], **problems_json(exc.errors, exc.warnings, exc.file)}, out)
+            return 3
+    else:
+        loaded = load_selected(path, targets, err=err)
+        if loaded is None:
+            return 3
+        _config, selected = loaded
+    report = _Report(out, as_json)
     for target in selected:
         checks: list[Callable[[_Report, Target], None]] = [_check_smtp, _check_imap]
         for check in checks:
             with contextlib.suppress(_Stop):  # a failed step ends this check, not the run
                 check(report, target)
-        print("", file=out)
-    verdict = "all checks passed" if not report.failed else f"{report.failed} check(s) failed"
-    print(verdict, file=out)
+        if not as_json:
+            print("", file=out)
+    if as_json:
+        dump_json({"targets": report.targets, "failed": report.failed}, out)
+    else:
+        verdict = "all checks passed" if not report.failed else f"{report.failed} check(s) failed"
+        print(verdict, file=out)
     return 0 if not report.failed else 2

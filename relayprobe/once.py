@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, TextIO
 
@@ -22,6 +23,7 @@ def run_once(
     *,
     targets: Sequence[str] | None,
     as_json: bool,
+    quiet: bool = False,
     out: TextIO = sys.stdout,
     err: TextIO = sys.stderr,
 ) -> int:
@@ -32,7 +34,8 @@ def run_once(
     if loaded is None:
         return 3
     config, selected = loaded
-    results = asyncio.run(_run_all(config, selected))
+    progress = Progress(err) if not quiet and err.isatty() else None
+    results = asyncio.run(_run_all(config, selected, progress))
     if as_json:
         dump_json({"results": [r.to_dict() for r in results]}, out)
     else:
@@ -59,10 +62,59 @@ def _load_for_json(
     return config, selected
 
 
-async def _run_all(config: Config, selected: Sequence[Target]) -> list[ProbeResult]:
+class Progress:
+    """One line on a terminal's stderr while a probe runs: target, step, elapsed and deadline.
+
+    Redrawn in place twice a second and erased when the probe ends, so the results printed on
+    stdout are all that stays; never used when stderr is not a terminal (logs, pipes, cron).
+    """
+
+    def __init__(self, err: TextIO) -> None:
+        self.err = err
+        self.target, self.step_name, self.started, self.deadline = "", "", 0.0, 0.0
+
+    def begin(self, target: Target) -> None:
+        self.target, self.step_name = target.name, "starting"
+        self.started, self.deadline = time.monotonic(), target.timeout
+
+    def step(self, name: str) -> None:
+        self.step_name = name
+        self.draw()
+
+    def draw(self) -> None:
+        elapsed = time.monotonic() - self.started
+        line = f"{self.target}: {self.step_name}, {elapsed:.0f} s (deadline {self.deadline:g} s)"
+        self.err.write(f"\r\x1b[K{line}")
+        self.err.flush()
+
+    def end(self) -> None:
+        self.err.write("\r\x1b[K")
+        self.err.flush()
+
+    async def ticking(self) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            self.draw()
+
+
+async def _run_all(
+    config: Config, selected: Sequence[Target], progress: Progress | None = None
+) -> list[ProbeResult]:
     # Targets run one after another: several targets often share a sending mailbox, and
     # Microsoft allows only three concurrent SMTP connections per mailbox.
-    return [await run_probe(config, target) for target in selected]
+    results = []
+    for target in selected:
+        if progress is None:
+            results.append(await run_probe(config, target))
+            continue
+        progress.begin(target)
+        ticker = asyncio.create_task(progress.ticking())
+        try:
+            results.append(await run_probe(config, target, on_step=progress.step))
+        finally:
+            ticker.cancel()
+            progress.end()
+    return results
 
 
 def worst(results: Sequence[ProbeResult]) -> Status:

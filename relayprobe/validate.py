@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from probe.config import ConfigError, load_config, split_problem
+from probe.config import ConfigError, load_config, redacted_dict, split_problem
 
 
 def problems_json(
@@ -42,7 +42,9 @@ def run_validate(
         return 3
     names = [t.name for t in config.targets]
     if as_json:
-        dump_json({"valid": True, **problems_json([], config.warnings), "targets": names}, out)
+        # "config": the resolved configuration (defaults and presets applied), secrets redacted.
+        document = {"valid": True, **problems_json([], config.warnings), "targets": names}
+        dump_json({**document, "config": redacted_dict(config)}, out)
         return 0
     for warning in config.warnings:
         print(f"warning: {warning}", file=err)

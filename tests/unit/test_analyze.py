@@ -37,21 +37,26 @@ def test_readable_output_names_every_part():
     )
 
 
-def test_json_output_is_the_design_contract():
-    code, out, _ = run(str(FIXTURES / "m365-2020-recipient-domain-tokens.txt"), as_json=True)
+def test_json_output_is_the_contract_plus_everything_the_text_shows():
+    path = str(FIXTURES / "m365-2020-recipient-domain-tokens.txt")
+    code, out, _ = run(path, as_json=True)
     assert code == 0
-    assert json.loads(out) == {
-        "auth": {
-            "spf": "pass",
-            "dkim": "pass",
-            "dmarc": "pass",
-            "dmarc_action": "none",
-            "compauth": None,
-            "compauth_reason": None,
-            "source": "Authentication-Results",
-        },
-        "spam": {"scl": 1, "bcl": 0, "sfv": "NSPM", "cat": "NONE"},
+    doc = json.loads(out)
+    assert {k: doc["auth"][k] for k in doc["auth"] if k != "dkim_all"} == {
+        "spf": "pass",
+        "dkim": "pass",
+        "dmarc": "pass",
+        "dmarc_action": "none",
+        "compauth": None,
+        "compauth_reason": None,
+        "source": "Authentication-Results",
     }
+    assert doc["spam"] == {"scl": 1, "bcl": 0, "sfv": "NSPM", "cat": "NONE", "dest": None}
+    _, text, _ = run(path)
+    # Every hop, the arrival time and the verdict line of the text form are in the JSON too.
+    assert doc["arrived_at"] in text and doc["verdict"] in text
+    assert doc["hops"] and all(hop["by"] in text and hop["at"] in text for hop in doc["hops"])
+    assert doc["auth"]["dkim_all"] == ["pass"]
 
 
 def test_interpretation_for_non_microsoft_receiver_and_dmarc_failure():
@@ -98,7 +103,9 @@ def test_no_recognised_header_exits_1_and_still_prints_the_shape(tmp_path):
     body_only.write_bytes(b"Hello,\r\nthis is only a body.\r\n")
     code, out, err = run(str(body_only), as_json=True)
     assert code == 1
-    assert json.loads(out)["spam"] == {"scl": None, "bcl": None, "sfv": None, "cat": None}
+    doc = json.loads(out)
+    assert doc["spam"] == {"scl": None, "bcl": None, "sfv": None, "cat": None, "dest": None}
+    assert (doc["hops"], doc["arrived_at"]) == ([], None)
     assert "no Authentication-Results, Microsoft spam or Received header" in err
 
 

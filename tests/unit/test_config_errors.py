@@ -291,12 +291,17 @@ def test_once_json_on_a_bad_config_prints_the_errors_and_exits_3() -> None:
 def test_validate_json_on_a_good_config() -> None:
     proc = _relayprobe("validate", "--json", GOOD)
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout) == {
+    doc = json.loads(proc.stdout)
+    resolved = doc.pop("config")
+    assert doc == {
         "valid": True,
         "errors": [],
         "warnings": [],
         "targets": ["m365-submission", "connector"],
     }
+    assert [t["name"] for t in resolved["targets"]] == doc["targets"]
+    assert "<secret>" in proc.stdout  # every secret shown redacted
+    assert not any(value in proc.stdout for value in ("tag-secret-from-env-0123", "cert-pass"))
 
 
 @pytest.mark.parametrize("form", [["CONFIG"], ["--config", "CONFIG"], ["--config.file=CONFIG"]])
