@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from probe.failure import ProbeFailure
+from probe.failure import ProbeFailure, local_failure
 from probe.imap.watch import MailboxWatch
 from probe.imap.watcher import STALE_AFTER, Found
 from probe.m365.tokens import TokenProvider, provider_for
@@ -106,6 +106,11 @@ async def run_probe(
     except ProbeFailure as failure:
         return _failed(target, started_at, failure)
     except Exception as exc:  # a bug, not an expected failure: still a result, with the type named
+        local = local_failure(Stage.CONFIG, exc, "running the probe")
+        if (
+            local is not None
+        ):  # this host ran out of descriptors or memory: not a bug, not the relay
+            return _failed(target, started_at, local)
         log.exception("probe of target %s crashed", target.name)
         return ProbeResult(
             target=target.name,
@@ -117,7 +122,10 @@ async def run_probe(
         )
     finally:
         if own_watch and watch is not None:
-            await watch.stop()
+            try:
+                await watch.stop()
+            except Exception as exc:  # closing must never replace the result it follows
+                log.warning("closing the mailbox watch of %s failed: %s", target.name, exc)
 
 
 async def _round_trip(

@@ -133,7 +133,7 @@ def _login(cfg: Mailbox, client: imapclient.IMAPClient, token: str | None) -> No
             client.oauth2_login(auth.username, token or "")
     except LoginError as exc:
         text = server_text(exc)
-        if "[UNAVAILABLE]" in text.upper():
+        if any(code in text.upper() for code in ("[UNAVAILABLE]", "[LIMIT]", "[INUSE]")):
             # RFC 5530: the server could not check the credentials now (its backend is down);
             # nothing is wrong with the configuration (docs/architecture.md, "Reasons").
             raise ProbeFailure.at(
@@ -141,8 +141,9 @@ def _login(cfg: Mailbox, client: imapclient.IMAPClient, token: str | None) -> No
                 Reason.IMAP_FAILED,
                 where(cfg),
                 f"login as {auth.username} failed temporarily: {text}",
-                remedy="the IMAP server could not check the credentials right now ([UNAVAILABLE]); "
-                "tried again at the next run without backing off",
+                remedy="the IMAP server refused the login for now, not for good ([UNAVAILABLE]: it "
+                "could not check the credentials; [LIMIT]/[INUSE]: too many connections to the "
+                "mailbox): tried again at the next run without backing off",
             ) from None
         failure = ProbeFailure.at(
             Stage.DELIVER,

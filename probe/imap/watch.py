@@ -97,7 +97,10 @@ class MailboxWatch:
         )
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
-            await self.stop()
+            try:
+                await self.stop()
+            except Exception as exc:  # the login failure is the news, not the failed clean-up
+                log.warning("closing the watchers after a failed start failed: %s", exc)
             raise errors[0]
         for watcher in self.watchers:
             watcher.start()

@@ -21,9 +21,6 @@ log = logging.getLogger("relayprobe.oauth")
 
 #: Renew this many seconds before expiry (capped at a quarter of the lifetime for short tokens).
 RENEW_BEFORE = 300.0
-#: A token the authority issued this recently is "fresh": a server refusing it means the
-#: configuration is wrong, not that a cached token went stale (docs/architecture.md, "Tokens").
-FRESH_FOR = 10.0
 
 
 @dataclass
@@ -35,7 +32,6 @@ class _Entry:
     token: str | None = None
     renew_at: float = 0.0  # time.monotonic() after which a fresh token is fetched
     expires_at: float = 0.0
-    fetched_at: float = 0.0  # time.monotonic() when the authority issued ``token``
 
 
 # One entry per (authority, client, credential, scope, CA): SMTP and IMAP of one app share it.
@@ -77,8 +73,14 @@ class AppOnlyProvider:
         self.key = (self.authority, auth.client_id or "", fingerprint, auth.scope, str(ca_file))
         secret_values = [cred] if isinstance(cred, str) else [cred.get("passphrase", "")]
         self.secrets = tuple(s for s in secret_values if s)
+        # The token the authority issued for this provider's last call, None when that call was
+        # served from a cache: a server refusing a *fresh* token means the configuration is
+        # wrong; refusing a cached one may only mean it went stale (docs/architecture.md,
+        # "Reasons": auth_failed).
+        self.fresh: str | None = None
 
     async def __call__(self) -> str:
+        self.fresh = None
         entry = _CACHE.get(self.key)
         if entry is not None and entry.token and time.monotonic() < entry.renew_at:
             return entry.token
@@ -120,7 +122,7 @@ class AppOnlyProvider:
             lifetime = float(result.get("expires_in") or 0)
             entry.token = result["access_token"]
             if result.get("token_source", "identity_provider") != "cache":
-                entry.fetched_at = started
+                self.fresh = entry.token
             entry.expires_at = started + lifetime
             entry.renew_at = entry.expires_at - min(RENEW_BEFORE, lifetime / 4)
             log.info(
@@ -134,13 +136,14 @@ class AppOnlyProvider:
             return entry.token
 
     def refused(self, token: str) -> bool:
-        """A server refused ``token``: drop it (and MSAL's copy). True when it was not fresh, so
-        asking again gets a new one worth trying; False when the authority had just issued it."""
+        """A server refused ``token``: drop it (and MSAL's copy). True when it came from a cache,
+        so asking again gets a new one worth trying; False when the authority issued it for
+        this very call."""
         with _LOCK:
             entry = _CACHE.get(self.key)
+            stale = token != self.fresh
             if entry is None or entry.token != token:
-                return True  # already replaced by another caller: the next call gets that one
-            stale = time.monotonic() - entry.fetched_at > FRESH_FOR
+                return stale  # already replaced by another caller: the next call gets that one
             entry.token, entry.renew_at, entry.app = None, 0.0, None  # MSAL caches it as well
             log.info(
                 "oauth: a server refused the %s token for client %s; dropped",

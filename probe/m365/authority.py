@@ -229,9 +229,12 @@ def explain_exception(
             reason=Reason.OAUTH_UNAVAILABLE,
         )
     if any(isinstance(x, requests.exceptions.RequestException | OSError) for x in chain):
+        # requests nests the cause deep in a long repr; "[Errno 111] Connection refused" is it.
+        errno_text = re.search(r"\[Errno -?\d+\] [^'\")\]]+", text)
+        cause = errno_text.group(0).strip() if errno_text else short_text(exc)
         return token_failure(
             auth,
-            f"cannot reach the authority ({short_text(exc)})",
+            f"cannot reach the authority ({cause})",
             unavailable_remedy(auth),
             secrets,
             reason=Reason.OAUTH_UNAVAILABLE,

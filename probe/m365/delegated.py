@@ -9,13 +9,11 @@ import os
 import re
 import stat
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from probe.failure import ProbeFailure
-from probe.m365.app_only import FRESH_FOR
 from probe.m365.authority import (
     authority_of,
     error_failure,
@@ -171,7 +169,6 @@ class _State:
     # A server refused the cached access token: redeem the refresh token for a new one.
     force_refresh: bool = False
     token: str | None = None
-    fetched_at: float = 0.0  # time.monotonic() when the authority issued ``token``
 
 
 # One MSAL app per (authority, client, cache file, CA): SMTP and IMAP of one target share it.
@@ -188,8 +185,10 @@ class DelegatedProvider:
         self.path = Path(auth.token_cache_file)
         self.ca_file = ca_file
         self.key = (authority_of(auth), auth.client_id, str(self.path), str(ca_file))
+        self.fresh: str | None = None  # as AppOnlyProvider.fresh: issued for the last call
 
     async def __call__(self) -> str:
+        self.fresh = None
         return await asyncio.to_thread(self._fetch)
 
     def _fail(self, what: str, remedy: str) -> ProbeFailure:
@@ -256,7 +255,7 @@ class DelegatedProvider:
             state.force_refresh = False
             state.token = str(result["access_token"])
             if result.get("token_source", "identity_provider") != "cache":
-                state.fetched_at = time.monotonic()
+                self.fresh = state.token
             if state.cache.has_state_changed:  # a refresh: keep the (rotated) refresh token
                 state.stamp = self._save(state)
             log.info(
@@ -272,10 +271,9 @@ class DelegatedProvider:
         True when the refused token was not fresh (worth one more try), else False."""
         with _LOCK:
             state = _STATES.get(self.key)
-            if state is None or state.token != token:
-                return True
-            state.force_refresh, state.token = True, None
-            return time.monotonic() - state.fetched_at > FRESH_FOR
+            if state is not None and state.token == token:
+                state.force_refresh, state.token = True, None
+            return token != self.fresh
 
     def _save(self, state: _State) -> tuple[int, int]:
         try:

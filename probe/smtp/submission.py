@@ -291,16 +291,27 @@ async def send_probe(
         raise _with(session, failure) from None
     except aiosmtplib.SMTPTimeoutError as exc:
         raise _with(
-            session, session.fail(_stage_now(session), Reason.SMTP_TIMEOUT, str(exc))
-        ) from None
-    except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPException, OSError) as exc:
-        raise _with(
             session,
             session.fail(
+                _stage_now(session),
+                Reason.SMTP_TIMEOUT,
+                str(exc),
+                remedy="the relay stopped answering mid-session; check its load and logs; "
+                "tried again at the next run",
+            ),
+        ) from None
+    except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPException, OSError) as exc:
+        local = local_failure(_stage_now(session), exc, f"SMTP session with {session.where}")
+        raise _with(
+            session,
+            local
+            or session.fail(
                 _stage_now(session),
                 Reason.SMTP_PROTOCOL_ERROR,
                 f"the conversation broke off ({exc}); last reply: "
                 f"{session.receipt.reply_code} {session.receipt.reply}",
+                remedy="the relay (or a middlebox between) closed or broke the session; check "
+                "its logs; tried again at the next run",
             ),
         ) from None
     finally:
