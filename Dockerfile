@@ -42,7 +42,10 @@ ENV PATH=/opt/relayprobe/bin:$PATH \
 USER 10001:10001
 EXPOSE 9833
 # Python is already in the image: no curl/wget just for the health check.
+# Health under the web config too: HTTPS when /etc/relayprobe/web/tls.crt is mounted, basic auth
+# with /etc/relayprobe/web/username and password when mounted (the chart's layout,
+# docs/kubernetes.md). It calls its own loopback, so the certificate is not verified.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
-    CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:9833/-/healthy', timeout=4).status != 200)"]
+    CMD ["python", "-c", "import base64, os, ssl, sys, urllib.request as u; d = '/etc/relayprobe/web/'; s = 'https' if os.path.exists(d + 'tls.crt') else 'http'; r = u.Request(s + '://127.0.0.1:9833/-/healthy'); f = [d + 'username', d + 'password']; all(map(os.path.exists, f)) and r.add_header('Authorization', 'Basic ' + base64.b64encode(b':'.join(open(n, 'rb').read().strip() for n in f)).decode()); sys.exit(u.urlopen(r, timeout=4, context=ssl._create_unverified_context()).status != 200)"]
 ENTRYPOINT ["relayprobe"]
 CMD ["run", "--config.file", "/etc/relayprobe/config.yml", "--web.listen-address", ":9833"]

@@ -28,7 +28,9 @@ def _imap_password(opts: Options) -> dict[str, str] | None:
 
 def quick_config_data(opts: Options) -> dict[str, Any]:
     """The relayprobe config document a quick check (-H ...) stands for."""
-    smtp: dict[str, Any] = {"host": opts.host, "port": opts.port, "security": opts.security}
+    smtp: dict[str, Any] = {"host": opts.host, "security": opts.security}
+    if opts.port is not None:  # else the config's port for the security (587, 465 or 25)
+        smtp["port"] = opts.port
     if opts.username:
         smtp["auth"] = {"method": "password", "username": opts.username, **_smtp_password(opts)}
     imap_user = opts.imap_username or opts.rcpt_to
@@ -42,10 +44,11 @@ def quick_config_data(opts: Options) -> dict[str, Any]:
         )
     mailbox: dict[str, Any] = {
         "host": opts.imap_host,
-        "port": opts.imap_port,
         "security": opts.imap_security,
         "auth": {"method": "password", "username": imap_user, **imap_secret},
     }
+    if opts.imap_port is not None:  # else the config's port for the security (993 or 143)
+        mailbox["port"] = opts.imap_port
     if opts.ca_file:
         smtp["ca_file"] = mailbox["ca_file"] = opts.ca_file
     target: dict[str, Any] = {

@@ -61,6 +61,16 @@ class _PasswordRefused(argparse.Action):
         )
 
 
+def _imap_security(value: str) -> str:
+    """The IMAP login always carries a password or token: plain IMAP is refused, with a reason."""
+    if value.strip().lower() == "none":
+        raise argparse.ArgumentTypeError(
+            "IMAP without TLS is refused (the login would cross the network in the clear): "
+            "use starttls or tls"
+        )
+    return value
+
+
 def build_parser() -> _Parser:
     p = _Parser(
         prog=PROG,
@@ -129,7 +139,12 @@ def build_parser() -> _Parser:
 
     q = p.add_argument_group("target wholly from options (quick check)")
     q.add_argument("-H", "--hostname", dest="host", metavar="HOST", help="SMTP relay host")
-    q.add_argument("-p", "--port", type=int, default=587, help="SMTP port (default: 587)")
+    q.add_argument(
+        "-p",
+        "--port",
+        type=int,
+        help="SMTP port (default: by --security: starttls 587, tls 465, none 25)",
+    )
     q.add_argument(
         "--security",
         choices=("starttls", "tls", "none"),
@@ -149,12 +164,17 @@ def build_parser() -> _Parser:
     q.add_argument("--mail-from", metavar="ADDR", help="envelope sender (default: --username)")
     q.add_argument("--rcpt-to", metavar="ADDR", help="recipient whose mailbox is checked")
     q.add_argument("--imap-host", metavar="HOST", help="IMAP host of the recipient mailbox")
-    q.add_argument("--imap-port", type=int, default=993, help="IMAP port (default: 993)")
+    q.add_argument(
+        "--imap-port",
+        type=int,
+        help="IMAP port (default: by --imap-security: tls 993, starttls 143)",
+    )
     q.add_argument(
         "--imap-security",
-        choices=("starttls", "tls", "none"),
+        type=_imap_security,
+        choices=("starttls", "tls"),
         default="tls",
-        help="IMAP security (default: tls)",
+        help="IMAP security: tls (implicit, port 993) or starttls (default: tls)",
     )
     q.add_argument("--imap-username", metavar="USER", help="IMAP user (default: --rcpt-to)")
     q.add_argument("--imap-password-file", metavar="FILE", help="file with the IMAP password")
@@ -187,7 +207,7 @@ def build_parser() -> _Parser:
         "--from-exporter",
         dest="exporter",
         metavar="URL",
-        help="relayprobe base URL, e.g. http://127.0.0.1:9465",
+        help="relayprobe base URL, e.g. http://127.0.0.1:9833",
     )
     e.add_argument(
         "--max-age",

@@ -32,7 +32,7 @@ class Options:
     config: str | None = None
     # quick mode: the whole target from options
     host: str | None = None
-    port: int = 587
+    port: int | None = None  # None: the config's default for the security
     security: str = "starttls"
     ca_file: str | None = None
     username: str | None = None
@@ -41,7 +41,7 @@ class Options:
     mail_from: str | None = None
     rcpt_to: str | None = None
     imap_host: str | None = None
-    imap_port: int = 993
+    imap_port: int | None = None
     imap_security: str = "tls"
     imap_username: str | None = None
     imap_password_file: str | None = None

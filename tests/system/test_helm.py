@@ -5,10 +5,12 @@ from __future__ import annotations
 import base64
 import copy
 import functools
+import json
 import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,10 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "relayprobe"
-VARIANTS = ["defaults", *sorted(p.name for p in (CHART / "ci").glob("*-values.yaml"))]
+# Every ci/ values file (what chart-testing lints). The chart's bare defaults are no variant: they
+# have no target, which the schema refuses; ci/default-values.yaml is the smallest install.
+VARIANTS = sorted(p.name for p in (CHART / "ci").glob("*-values.yaml"))
+DEFAULT = "default-values.yaml"
 # The chart's kubeVersion floor and the newest schemas kubernetes-validate ships.
 KUBE_VERSIONS = ("1.25.0", kubernetes_validate.latest_version())
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
@@ -40,14 +45,14 @@ def helm(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _values_args(variant: str, sets: tuple[str, ...]) -> list[str]:
-    args = [] if variant == "defaults" else ["-f", str(CHART / "ci" / variant)]
+    args = [] if variant == "none" else ["-f", str(CHART / "ci" / variant)]
     for item in sets:
         args += ["--set", item]
     return args
 
 
 @functools.cache
-def render(variant: str = "defaults", *sets: str, release: str = "site-a") -> tuple[Doc, ...]:
+def render(variant: str = DEFAULT, *sets: str, release: str = "site-a") -> tuple[Doc, ...]:
     """`helm template` output as parsed documents (cached: treat as read-only)."""
     out = helm("template", release, str(CHART), "--namespace", "mail", *_values_args(variant, sets))
     assert out.returncode == 0, f"helm template ({variant}, {sets}) failed:\n{out.stderr}"
@@ -104,7 +109,7 @@ def test_kubernetes_validation_catches_a_misspelt_field() -> None:
     ],
 )
 def test_values_schema_rejects_typos_and_unsafe_values(setting: str, complaint: str) -> None:
-    out = helm("template", "x", str(CHART), "--set", setting)
+    out = helm("template", "x", str(CHART), *_values_args(DEFAULT, (setting,)))
     assert out.returncode != 0, f"--set {setting} was accepted"
     assert complaint in out.stderr, out.stderr
 
@@ -138,7 +143,7 @@ def test_every_resource_has_standard_labels_and_stable_selectors(variant: str) -
         labels = doc["metadata"]["labels"]
         missing = [k for k in STANDARD_LABELS if k not in labels]
         assert not missing, f"{doc['kind']} {doc['metadata']['name']} lacks {missing}"
-        assert labels["helm.sh/chart"] == "relayprobe-1.0.0"
+        assert labels["helm.sh/chart"] == "relayprobe-2.0.0"
         assert "namespace" not in doc["metadata"] or doc["metadata"]["namespace"]
     stable = {"app.kubernetes.io/name": "relayprobe", "app.kubernetes.io/instance": "site-a"}
     deployment = only(docs, "Deployment")
@@ -196,7 +201,9 @@ def test_config_instance_from_values_wins_over_release_name() -> None:
     assert yaml.safe_load(only(docs, "ConfigMap")["data"]["config.yml"])["instance"] == "site-a"
 
 
-@pytest.mark.parametrize("variant", ["existing-secret-values.yaml", "chart-secret-values.yaml"])
+@pytest.mark.parametrize(
+    "variant", [DEFAULT, "existing-secret-values.yaml", "chart-secret-values.yaml"]
+)
 def test_daemon_accepts_the_charts_arguments_and_rendered_config(
     variant: str, tmp_path: Path
 ) -> None:
@@ -252,13 +259,14 @@ def test_chart_secret_holds_values_secrets_and_keeps_them_out_of_other_resources
 
 
 def test_default_secret_gets_a_generated_tag_secret() -> None:
-    tag = base64.b64decode(only(render(), "Secret")["data"]["tag_secret"]).decode()
+    docs = render(DEFAULT, "existingSecret=")
+    tag = base64.b64decode(only(docs, "Secret")["data"]["tag_secret"]).decode()
     assert re.fullmatch(r"[A-Za-z0-9]{64}", tag)
 
 
 def test_optional_resources_are_off_by_default() -> None:
-    kinds = sorted(d["kind"] for d in render())
-    assert kinds == ["ConfigMap", "Deployment", "Pod", "Secret", "Service", "ServiceAccount"]
+    kinds = sorted(d["kind"] for d in render())  # existingSecret: the chart renders no Secret
+    assert kinds == ["ConfigMap", "Deployment", "Pod", "Service", "ServiceAccount"]
 
 
 def test_service_monitor_scrapes_the_service_with_a_stable_instance_label() -> None:
@@ -266,7 +274,8 @@ def test_service_monitor_scrapes_the_service_with_a_stable_instance_label() -> N
     monitor = only(docs, "ServiceMonitor")
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
     labels = monitor["metadata"]["labels"]
-    assert labels["release"] == "site-a" and labels["team"] == "mail"
+    # kube-prometheus-stack's selector, not relayprobe's release name; the old `labels` merged in.
+    assert labels["release"] == "kube-prometheus-stack" and labels["team"] == "mail"
     service = only(docs, "Service")
     assert (
         monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
@@ -322,9 +331,10 @@ def test_helm_test_pod_checks_readiness_through_the_service() -> None:
 
 
 @pytest.mark.parametrize(
-    ("variant", "warns"), [("defaults", True), ("chart-secret-values.yaml", False)]
+    ("variant", "secret_note"),
+    [(DEFAULT, False), ("chart-secret-values.yaml", True), ("service-monitor-values.yaml", False)],
 )
-def test_notes_explain_access_and_warn_without_targets(variant: str, warns: bool) -> None:
+def test_notes_explain_access_and_the_selector_labels(variant: str, secret_note: bool) -> None:
     out = helm(
         "install",
         "site-a",
@@ -337,8 +347,494 @@ def test_notes_explain_access_and_warn_without_targets(variant: str, warns: bool
     assert out.returncode == 0, out.stderr
     notes = out.stdout.split("NOTES:", 1)[1]
     assert "kubectl --namespace mail port-forward svc/site-a-relayprobe 9833" in notes
+    assert "then open http://127.0.0.1:9833/" in notes
     assert "helm test site-a" in notes
-    assert ("config.targets is empty" in notes) is warns
+    assert ("chart-managed Secret" in notes) is secret_note
+    if variant == "service-monitor-values.yaml":
+        assert "serviceMonitorSelector: release=kube-prometheus-stack, team=mail." in notes
+
+
+# --- what the schema refuses --------------------------------------------------------------------
+
+
+def refused(*args: str) -> str:
+    """`helm template` and `helm lint` with these values both fail; return template's complaint."""
+    out = helm("template", "x", str(CHART), *args)
+    assert out.returncode != 0, f"accepted: {args}"
+    lint = helm("lint", "--strict", str(CHART), *args)
+    assert lint.returncode != 0 and "1 chart(s) failed" in lint.stderr, lint.stdout
+    return out.stderr
+
+
+def test_schema_refuses_an_install_without_targets() -> None:
+    # The chart's own defaults: no target, which relayprobe refuses at start-up (a crash loop).
+    assert "at '/config/targets': minItems: got 0, want 1" in refused()
+    assert "at '/config': missing property 'targets'" in refused("--set", "config.targets=null")
+    # With existingConfigMap the targets live in that ConfigMap: nothing to check here.
+    out = helm("template", "x", str(CHART), "--set", "existingConfigMap=mine")
+    assert out.returncode == 0, out.stderr
+
+
+# (value, accepted by relayprobe as a positive duration): the schema must agree with
+# probe/config/durations.py, which is what relayprobe applies when it loads the config.
+DURATIONS = [
+    ("5m", True),
+    ("300", True),
+    ("1h30m", True),
+    ("250ms", True),
+    ("1m30s500ms", True),
+    ("1.5h", True),
+    ("2d", True),
+    ("5x", False),
+    ("1m1m", False),
+    ("30s1m", False),
+    ("5 m", False),
+    ("-5s", False),
+    ("10S", False),
+    ("0s", False),  # a duration, but interval/timeout/thresholds must be greater than 0
+    ("", False),
+]
+
+
+@pytest.mark.parametrize(("value", "accepted"), DURATIONS)
+@pytest.mark.parametrize(
+    "key",
+    [
+        "config.defaults.interval",
+        "config.targets[0].timeout",
+        "config.targets[0].thresholds.warning",
+    ],
+)
+def test_schema_durations_are_what_relayprobe_accepts(key: str, value: str, accepted: bool) -> None:
+    from probe.config.durations import parse_duration
+
+    try:
+        relayprobe_accepts = parse_duration(value) > 0
+    except ValueError:
+        relayprobe_accepts = False
+    assert relayprobe_accepts is accepted, "the table disagrees with probe/config/durations.py"
+    out = helm(
+        "template", "x", str(CHART), *_values_args(DEFAULT, ()), "--set-string", f"{key}={value}"
+    )
+    assert (out.returncode == 0) is accepted, out.stderr
+    if not accepted:
+        assert "/" + key.replace(".", "/").replace("[0]", "/0") in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize(
+    ("setting", "complaint"),
+    [
+        ("config.defaults.jitter=soon", "/config/defaults/jitter"),
+        ("config.targets[0].smtp.timeout=30 s", "/config/targets/0/smtp/timeout"),
+        ("config.targets[0].mailbox.timeout=1m1m", "/config/targets/0/mailbox/timeout"),
+        ("config.targets[0].mailbox.security=none", "/config/targets/0/mailbox/security"),
+        ("resources.limits.memory=256MB", "/resources/limits/memory"),
+        ("resources.requests.memory=96 Mi", "/resources/requests/memory"),
+        ("resources.requests.cpu=10 cores", "/resources/requests/cpu"),
+    ],
+)
+def test_schema_refuses_malformed_durations_and_sizes(setting: str, complaint: str) -> None:
+    assert complaint in refused(*_values_args(DEFAULT, ()), "--set-string", setting)
+
+
+def test_schema_accepts_well_formed_durations_and_sizes() -> None:
+    sets = (
+        "config.defaults.jitter=0",
+        "config.defaults.late_grace=1h",
+        "config.targets[0].smtp.timeout=30s",
+        "resources.limits.memory=1Gi",
+        "resources.requests.memory=128M",
+        "resources.requests.cpu=0.5",
+    )
+    out = helm(
+        "template",
+        "x",
+        str(CHART),
+        *_values_args(DEFAULT, ()),
+        *(a for item in sets for a in ("--set-string", item)),
+    )
+    assert out.returncode == 0, out.stderr
+
+
+# --- selection by the user's Prometheus (kube-prometheus-stack) ---------------------------------
+
+
+def matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    """A Prometheus Operator matchLabels selector against an object's labels."""
+    return selector.items() <= labels.items()
+
+
+def test_kube_prometheus_stack_selects_the_service_monitor_and_rules() -> None:
+    # kube-prometheus-stack installed as release "kube-prometheus-stack" selects
+    # {release: kube-prometheus-stack} (serviceMonitorSelector and ruleSelector by default).
+    kps = {"release": "kube-prometheus-stack"}
+    docs = render(
+        DEFAULT,
+        "serviceMonitor.enabled=true",
+        "serviceMonitor.additionalLabels.release=kube-prometheus-stack",
+        "prometheusRule.enabled=true",
+        "prometheusRule.additionalLabels.release=kube-prometheus-stack",
+    )
+    for kind in ("ServiceMonitor", "PrometheusRule"):
+        labels = only(docs, kind)["metadata"]["labels"]
+        assert matches(kps, labels), (kind, labels)
+        assert labels["app.kubernetes.io/instance"] == "site-a"
+    # Without the values nothing claims a release label, so no Prometheus picks it up by accident.
+    plain = render(DEFAULT, "serviceMonitor.enabled=true", "prometheusRule.enabled=true")
+    for kind in ("ServiceMonitor", "PrometheusRule"):
+        assert "release" not in only(plain, kind)["metadata"]["labels"]
+
+
+@pytest.mark.parametrize(
+    ("section", "kind"),
+    [("serviceMonitor", "ServiceMonitor"), ("prometheusRule", "PrometheusRule")],
+)
+def test_removed_release_label_fails_and_names_the_replacement(section: str, kind: str) -> None:
+    out = helm(
+        "template",
+        "site-a",
+        str(CHART),
+        *_values_args(DEFAULT, (f"{section}.enabled=true", f"{section}.releaseLabel=true")),
+    )
+    assert out.returncode != 0
+    assert f"{section}.releaseLabel was removed in chart 2.0" in out.stderr
+    assert f'{kind} with relayprobe\'s release name ("site-a")' in out.stderr
+    assert f"Set {section}.additionalLabels" in out.stderr
+    assert "{release: kube-prometheus-stack}" in out.stderr
+    # false (the old default, kept in many values files) still renders.
+    docs = render(DEFAULT, f"{section}.enabled=true", f"{section}.releaseLabel=false")
+    assert "release" not in only(docs, kind)["metadata"]["labels"]
+
+
+# --- web config: TLS and basic auth -------------------------------------------------------------
+
+
+def test_web_config_needs_its_secret() -> None:
+    assert "/webConfig/existingSecret" in refused(
+        *_values_args(DEFAULT, ("webConfig.enabled=true",))
+    )
+
+
+def test_web_config_with_tls_only_probes_over_https_without_credentials() -> None:
+    docs = render(
+        DEFAULT,
+        "webConfig.enabled=true",
+        "webConfig.existingSecret=web",
+        "webConfig.basicAuth.enabled=false",
+    )
+    c = container(docs)
+    assert c["livenessProbe"]["httpGet"] == {
+        "path": "/-/healthy",
+        "port": "http",
+        "scheme": "HTTPS",
+    }
+    assert c["readinessProbe"]["httpGet"] == {"path": "/-/ready", "port": "http", "scheme": "HTTPS"}
+    endpoint = only(
+        render("web-config-values.yaml", "webConfig.basicAuth.enabled=false"), "ServiceMonitor"
+    )["spec"]["endpoints"][0]
+    assert endpoint["scheme"] == "https" and "basicAuth" not in endpoint
+
+
+def test_web_config_keeps_a_users_own_probe_handler() -> None:
+    # The documented alternative: a tcpSocket probe (no HTTP, no credentials, no python per probe).
+    docs = render(
+        "web-config-values.yaml", "livenessProbe.httpGet=null", "livenessProbe.tcpSocket.port=http"
+    )
+    c = container(docs)
+    assert c["livenessProbe"]["tcpSocket"] == {"port": "http"} and "exec" not in c["livenessProbe"]
+    assert "exec" in c["readinessProbe"]
+
+
+def test_web_config_test_pod_mounts_the_credentials_and_ca_but_never_the_key() -> None:
+    docs = render("web-config-values.yaml")
+    pod = only(docs, "Pod")
+    (volume,) = pod["spec"]["volumes"]
+    items = {
+        (source["secret"]["name"], item["key"])
+        for source in volume["projected"]["sources"]
+        for item in source["secret"]["items"]
+    }
+    assert items == {
+        ("relayprobe-web", "username"),
+        ("relayprobe-web", "password"),
+        ("relayprobe-web-tls", "ca.crt"),
+    }
+    script = pod["spec"]["containers"][0]["command"][-1]
+    assert 'url = "https://site-a-relayprobe.mail.svc:9833/-/ready"' in script
+    assert 'cafile="/etc/relayprobe/web/ca.crt"' in script
+
+
+WEB_PASSWORD = "scrape-Secret-1"
+
+
+@pytest.fixture
+def web_pod(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """The rendered pod, materialised locally and running the real daemon with its arguments.
+
+    The chart is rendered with webConfig (HTTPS + basic auth from two Secrets, as with
+    cert-manager); the files a kubelet would mount are written under tmp_path/etc/ from the
+    rendered ConfigMap, the rendered Secret and the Secrets the user would create, following the
+    rendered volumes. The daemon runs the rendered container args; only /etc/relayprobe/ and the
+    listen port are mapped to tmp_path and a free loopback port.
+    """
+    import bcrypt
+    import trustme
+
+    from tests.system.daemon_helpers import free_port
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("site-a-relayprobe.mail.svc")  # the ServiceMonitor's serverName
+    hashed = bcrypt.hashpw(WEB_PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
+    user_secrets: dict[str, dict[str, bytes]] = {
+        "relayprobe-web": {
+            "web-config.yml": yaml.safe_dump(
+                {
+                    "tls_server_config": {"cert_file": "tls.crt", "key_file": "tls.key"},
+                    "basic_auth_users": {"prometheus": hashed},
+                }
+            ).encode(),
+            "username": b"prometheus",
+            "password": WEB_PASSWORD.encode(),
+        },
+        "relayprobe-web-tls": {
+            "tls.crt": b"".join(b.bytes() for b in cert.cert_chain_pems),
+            "tls.key": cert.private_key_pem.bytes(),
+            "ca.crt": ca.cert_pem.bytes(),
+        },
+    }
+    values = tmp_path / "values.yaml"
+    values.write_text(
+        yaml.safe_dump(
+            {
+                "secrets": {"tag_secret": "relayprobe-test-tag-secret-0123456789", "imap": "x"},
+                "config": {
+                    "defaults": {"interval": "1h", "jitter": 0},
+                    "targets": [
+                        {
+                            "name": "closed",  # a closed loopback port: no mail system needed
+                            "smtp": {"host": "127.0.0.1", "port": 1, "security": "tls"},
+                            "mail_from": "probe@example.test",
+                            "rcpt_to": "inbox@example.test",
+                            "mailbox": {
+                                "host": "127.0.0.1",
+                                "port": 1,
+                                "auth": {
+                                    "method": "password",
+                                    "username": "inbox@example.test",
+                                    "password_file": "/etc/relayprobe/secrets/imap",
+                                },
+                            },
+                        }
+                    ],
+                },
+                "webConfig": {
+                    "enabled": True,
+                    "existingSecret": "relayprobe-web",
+                    "tlsSecret": "relayprobe-web-tls",
+                    "caKey": "ca.crt",
+                },
+                "serviceMonitor": {"enabled": True},
+            }
+        )
+    )
+    out = helm("template", "site-a", str(CHART), "--namespace", "mail", "-f", str(values))
+    assert out.returncode == 0, out.stderr
+    docs = tuple(d for d in yaml.safe_load_all(out.stdout) if d)
+    secrets = dict(user_secrets)
+    chart_secret = only(docs, "Secret")
+    secrets[chart_secret["metadata"]["name"]] = {
+        k: base64.b64decode(v) for k, v in chart_secret["data"].items()
+    }
+    etc = tmp_path / "etc"
+    pod = only(docs, "Deployment")["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    for mount in c["volumeMounts"]:
+        target = Path(mount["mountPath"].replace("/etc/relayprobe", str(etc)))
+        volume = volumes[mount["name"]]
+        if "configMap" in volume:
+            (target.parent).mkdir(parents=True, exist_ok=True)
+            text = only(docs, "ConfigMap")["data"][mount["subPath"]]
+            target.write_text(text.replace("/etc/relayprobe/", f"{etc}/"))
+            continue
+        names = (
+            [volume["secret"]["secretName"]]
+            if "secret" in volume
+            else [
+                source["secret"]["name"]
+                for source in volume.get("projected", {}).get("sources", [])
+            ]
+        )
+        for name in names:  # the kubelet projects every key of each Secret (no items given)
+            target.mkdir(parents=True, exist_ok=True)
+            for key, data in secrets[name].items():
+                (target / key).write_bytes(data)
+    port = free_port()
+    args = [
+        a.replace("/etc/relayprobe/", f"{etc}/").replace("=:9833", f"=127.0.0.1:{port}")
+        for a in c["args"]
+    ]
+    entry = "import sys; from relayprobe.cli import main; sys.exit(main(sys.argv[1:]))"
+    log = tmp_path / "daemon.log"
+    with open(log, "wb") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", entry, *args], cwd=ROOT, stdout=sink, stderr=sink
+        )
+    try:
+        yield {
+            "docs": docs,
+            "container": c,
+            "etc": etc,
+            "port": port,
+            "secrets": secrets,
+            "log": log,
+            "proc": proc,
+        }
+    finally:
+        from tests.system.daemon_helpers import stop
+
+        stop(proc)
+
+
+def run_probe(
+    pod: dict[str, Any], probe: Doc, etc: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run a rendered exec probe here as the kubelet runs it in the container (python = ours)."""
+    command = probe["exec"]["command"]
+    assert command[0] == "python"
+    local = [
+        a.replace("/etc/relayprobe/", f"{etc or pod['etc']}/").replace(
+            "127.0.0.1:9833", f"127.0.0.1:{pod['port']}"
+        )
+        for a in command[1:]
+    ]
+    return subprocess.run(
+        [sys.executable, *local], capture_output=True, text=True, timeout=probe["timeoutSeconds"]
+    )
+
+
+def test_web_config_probes_authenticate_against_the_real_daemon(
+    web_pod: dict[str, Any], tmp_path: Path
+) -> None:
+    from tests.system.daemon_helpers import wait_for
+
+    c = web_pod["container"]
+    assert "--web.config.file=/etc/relayprobe/web/web-config.yml" in c["args"]
+    live, ready = c["livenessProbe"], c["readinessProbe"]
+    assert "httpGet" not in live and "httpGet" not in ready
+    # Nothing secret in the pod spec: the probes name the Secret's keys, never their values.
+    assert WEB_PASSWORD not in yaml.safe_dump_all(web_pod["docs"])
+
+    def answers() -> bool:
+        assert web_pod["proc"].poll() is None, web_pod["log"].read_text()
+        return run_probe(web_pod, live).returncode == 0
+
+    wait_for("the liveness probe to pass", answers, 20)
+    done = run_probe(web_pod, live)
+    assert done.stdout.strip().endswith("/-/healthy: HTTP 200"), done
+    ready_run = wait_for("readiness", lambda: run_probe(web_pod, ready).returncode == 0, 20)
+    assert ready_run
+    # The daemon really demands the credentials: a wrong password fails the same probe (401).
+    wrong = tmp_path / "wrong"
+    shutil.copytree(web_pod["etc"], wrong)
+    (wrong / "web" / "password").write_text("not-the-password")
+    failed = run_probe(web_pod, ready, wrong)
+    assert failed.returncode == 1 and failed.stdout.strip().endswith("/-/ready: HTTP 401"), failed
+    assert WEB_PASSWORD not in web_pod["log"].read_text()
+
+
+def test_the_image_healthcheck_authenticates_under_the_web_config(web_pod: dict[str, Any]) -> None:
+    """The Dockerfile's HEALTHCHECK as shipped (paths and port moved here) against the daemon."""
+    from tests.system.daemon_helpers import wait_for
+
+    text = re.sub(r"\\\n\s*", " ", (ROOT / "Dockerfile").read_text())
+    (command,) = re.findall(r"^HEALTHCHECK .*? CMD (\[.*\])$", text, re.M)
+    argv = [
+        a.replace("/etc/relayprobe/", f"{web_pod['etc']}/").replace(
+            "127.0.0.1:9833", f"127.0.0.1:{web_pod['port']}"
+        )
+        for a in json.loads(command)
+    ]
+    assert argv[0] == "python"
+
+    def healthy() -> bool:
+        return subprocess.run([sys.executable, *argv[1:]], timeout=10).returncode == 0
+
+    assert wait_for("the image's health check to pass", healthy, 20)
+    (web_pod["etc"] / "web" / "password").write_text("not-the-password")
+    refused = subprocess.run([sys.executable, *argv[1:]], capture_output=True, timeout=10)
+    assert refused.returncode != 0 and b"401" in refused.stderr
+
+
+def test_web_config_service_monitor_scrapes_the_real_daemon(web_pod: dict[str, Any]) -> None:
+    """What Prometheus does with the rendered endpoint: https, basicAuth and tlsConfig."""
+    import http.client
+    import ssl
+
+    from tests.system.daemon_helpers import wait_for
+
+    (endpoint,) = only(web_pod["docs"], "ServiceMonitor")["spec"]["endpoints"]
+    assert endpoint["scheme"] == "https" and endpoint["path"] == "/metrics"
+    secrets = web_pod["secrets"]
+
+    def secret(ref: Doc) -> bytes:
+        return secrets[ref["name"]][ref["key"]]
+
+    user, password = (secret(endpoint["basicAuth"][k]) for k in ("username", "password"))
+    tls = endpoint["tlsConfig"]
+    context = ssl.create_default_context(cadata=secret(tls["ca"]["secret"]).decode())
+    server_name = tls["serverName"]
+    assert server_name == "site-a-relayprobe.mail.svc"
+
+    class Scrape(http.client.HTTPSConnection):
+        # Prometheus dials the pod address and verifies the certificate for serverName.
+        def connect(self) -> None:
+            http.client.HTTPConnection.connect(self)
+            self.sock = context.wrap_socket(self.sock, server_hostname=server_name)
+
+    def get(authorization: str | None) -> tuple[int, str]:
+        conn = Scrape("127.0.0.1", web_pod["port"], timeout=10)
+        try:
+            headers = {"Authorization": authorization} if authorization else {}
+            conn.request("GET", endpoint["path"], headers=headers)
+            reply = conn.getresponse()
+            return reply.status, reply.read().decode()
+        finally:
+            conn.close()
+
+    def up() -> bool:
+        try:
+            return get(None)[0] == 401
+        except OSError:
+            return False
+
+    wait_for("the HTTPS listener", up, 20)
+    token = base64.b64encode(user + b":" + password).decode()
+    status, body = get(f"Basic {token}")
+    assert status == 200 and "relayprobe_" in body, (status, body[:300])
+
+
+def test_web_config_helm_test_pod_checks_readiness_over_verified_https(
+    web_pod: dict[str, Any],
+) -> None:
+    """The rendered helm test command, run here: the Service name resolves to the daemon."""
+    from tests.system.daemon_helpers import wait_for
+
+    (c,) = only(web_pod["docs"], "Pod")["spec"]["containers"]
+    script = c["command"][-1].replace("/etc/relayprobe/", f"{web_pod['etc']}/")
+    script = script.replace(":9833/", f":{web_pod['port']}/")
+    resolve = (
+        "import socket; _gai = socket.getaddrinfo; socket.getaddrinfo = lambda host, *a, **k:"
+        " _gai('127.0.0.1' if host == 'site-a-relayprobe.mail.svc' else host, *a, **k)\n"
+    )
+
+    def check() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-c", resolve + script], capture_output=True, text=True, timeout=30
+        )
+
+    done = wait_for("the helm test check", lambda: (r := check()).returncode == 0 and r, 20)
+    assert "/-/ready: HTTP 200" in done.stdout  # type: ignore[union-attr]
 
 
 # --- container image ----------------------------------------------------------------------------

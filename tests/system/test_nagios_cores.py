@@ -1,4 +1,8 @@
-"""Shipped Icinga 2 / Nagios 4 / NRPE definitions in the real cores: validation and a real check run."""
+"""Shipped Icinga 2 / Nagios 4 / NRPE definitions in the real cores: validation and real check runs.
+
+The example services run as shipped beside a real relayprobe daemon on the local mail system; the
+only change is the daemon's URL (the test daemon listens on a free port, not on 9833).
+"""
 
 from __future__ import annotations
 
@@ -18,14 +22,24 @@ from typing import Any
 
 import pytest
 
+from exporters.daemon import DEFAULT_PORT
 from nagios.argspec import build_parser
+from tests.system.daemon_helpers import Daemon, running_daemon, wait_for
+from tests.system.probe_configs import target_dict
 from tests.system.test_nagios_cli import PLUGIN, SECRET, Exporter, exporter  # noqa: F401 - fixture
 from tests.unit.test_nagios_output import delivered
 
 ROOT = Path(__file__).resolve().parents[2]
-ICINGA_CONF = ROOT / "nagios" / "icinga2" / "relayprobe-commands.conf"
+ICINGA_DIR = ROOT / "nagios" / "icinga2"
+ICINGA_CONF = ICINGA_DIR / "relayprobe-commands.conf"
+ICINGA_SERVICES = ICINGA_DIR / "relayprobe-services.conf"
+ICINGA_ROUNDTRIP = ICINGA_DIR / "relayprobe-roundtrip.conf"
 NAGIOS_DIR = ROOT / "nagios" / "nagios4"
 NRPE_CONF = ROOT / "nagios" / "nrpe" / "relayprobe.cfg"
+# Where the shipped examples expect the daemon: its default listen address on the same host.
+SHIPPED_URL = f"http://127.0.0.1:{DEFAULT_PORT}"
+# The target the shipped passive examples read, and their thresholds.
+SHIPPED_TARGET = "m365-submission"
 # The cores run plugins with an environment of their own: start them with a minimal one too.
 CORE_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
 
@@ -48,18 +62,64 @@ def scratch() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
+@pytest.fixture(scope="module")
+def daemon(testbed: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    """The real relayprobe daemon probing the mail system under the shipped examples' target name.
+
+    It probes once at start-up (interval 1h), so every core reads one finished result.
+    """
+    target = target_dict(testbed, SHIPPED_TARGET, interval="1h", jitter=0, timeout="15s")
+    doc = {
+        "instance": f"test-nagios-cores-{os.getpid()}-{time.monotonic_ns() % 10**6}",
+        "tag_secret": "${TB_TAG_SECRET}",
+        "targets": [target],
+    }
+    with running_daemon(testbed, tmp_path_factory.mktemp("nagios-cores"), doc) as d:
+        yield d
+
+
+def daemon_result(daemon: Daemon) -> dict[str, Any]:
+    """The daemon's finished result for the shipped target (waits for its first run)."""
+    try:
+        found = wait_for("the daemon's first result", lambda: daemon.results().get(SHIPPED_TARGET))
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; daemon log: {daemon.log.read_text()[-2000:]}") from None
+    result: dict[str, Any] = found  # type: ignore[assignment]
+    assert result["success"] and result["timings"]["delivery_seconds"] is not None, result
+    return result
+
+
+def as_shipped(path: Path, daemon: Daemon) -> str:
+    """The shipped file's text, with only the daemon's URL replaced by the test daemon's."""
+    text = path.read_text()
+    assert SHIPPED_URL in text, f"{path.name} should name {SHIPPED_URL}"
+    return text.replace(SHIPPED_URL, daemon.url)
+
+
+def expected_perfdata(result: dict[str, Any], warning: str, critical: str) -> str:
+    """The perfdata the plugin renders for the daemon's result (a regex: the age moves on)."""
+    t = result["timings"]
+    phases = " ".join(
+        f"{p}={round(t[p + '_seconds'], 3)}s;;;0"
+        for p in ("smtp_connect", "smtp_tls", "smtp_auth", "smtp_submit", "total")
+    )
+    delivery = round(t["delivery_seconds"], 3)
+    return re.escape(f"delivery={delivery}s;{warning};{critical};0 {phases} ") + r"age=\d+s;;;0"
+
+
 # --- Icinga 2 ---------------------------------------------------------------------------------
 
 
-def icinga_conf(scratch: Path, services: str) -> Path:
+def icinga_conf(scratch: Path, services: str, *, host: bool = True) -> Path:
+    """icinga2.conf with the ITL, the shipped CheckCommand, `services` and (host) a Host "relay"."""
     for sub in ("cache", "data", "log", "run", "spool"):
         (scratch / sub).mkdir(exist_ok=True)
     conf = scratch / "icinga2.conf"
+    relay = 'object Host "relay" { check_command = "dummy"; address = "127.0.0.1" }\n'
     conf.write_text(
         f'const PluginContribDir = "{Path(PLUGIN).parent}"\n'
         'const NodeName = "relayprobe-test"\nconst ZoneName = "relayprobe-test"\n'
-        f'include <itl>\ninclude "{ICINGA_CONF}"\n'
-        'object Host "relay" { check_command = "dummy"; address = "127.0.0.1" }\n' + services
+        f'include <itl>\ninclude "{ICINGA_CONF}"\n' + (relay if host else "") + services
     )
     return conf
 
@@ -76,34 +136,10 @@ def icinga(conf: Path, *args: str, scratch: Path) -> list[str]:
     return ["icinga2", *args, "-c", str(conf), *defines, "-DRunAsUser=root", "-DRunAsGroup=root"]
 
 
-SERVICES = """
-object Service "m365-relay" {
-  host_name = "relay"
-  check_command = "m365_relay"
-  vars.m365_relay_from_exporter = "http://127.0.0.1:9465"
-  vars.m365_relay_target = "m365-submission"
-  vars.m365_relay_max_age = 900
-  vars.m365_relay_warning = "60"
-  vars.m365_relay_critical = "300"
-}
-object Service "m365-relay-roundtrip" {
-  host_name = "relay"
-  check_command = "m365_relay"
-  check_interval = 15m
-  vars.m365_relay_host = "smtp.office365.com"
-  vars.m365_relay_username = "probe@contoso.com"
-  vars.m365_relay_env_smtp_password = "from-a-secret-store"
-  vars.m365_relay_rcpt_to = "probe-inbox@fabrikam.com"
-  vars.m365_relay_imap_host = "outlook.office365.com"
-  vars.m365_relay_junk_folders = [ "Junk Email", "Spam" ]
-  vars.m365_relay_expect_dmarc = "pass"
-  vars.m365_relay_verbose = true
-}
-"""
-
-
-def test_icinga2_validates_the_shipped_check_command(scratch: Path) -> None:
-    conf = icinga_conf(scratch, SERVICES)
+def test_icinga2_validates_the_shipped_files(scratch: Path) -> None:
+    conf = icinga_conf(
+        scratch, f'include "{ICINGA_SERVICES}"\ninclude "{ICINGA_ROUNDTRIP}"\n', host=False
+    )
     proc = subprocess.run(
         icinga(conf, "daemon", "-C", scratch=scratch),
         capture_output=True,
@@ -112,18 +148,15 @@ def test_icinga2_validates_the_shipped_check_command(scratch: Path) -> None:
         timeout=60,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "Instantiated 2 Services." in proc.stdout
+    assert "Instantiated 3 Services." in proc.stdout
     assert "Finished validating the configuration file(s)." in proc.stdout
 
 
 def test_icinga2_validation_catches_a_broken_definition(scratch: Path) -> None:
-    conf = icinga_conf(
-        scratch,
-        SERVICES.replace(
-            'check_command = "m365_relay"\n  check_int',
-            'check_command = "m365_relayy"\n  check_int',
-        ),
+    broken = ICINGA_SERVICES.read_text().replace(
+        'check_command = "m365_relay"', 'check_command = "m365_relayy"'
     )
+    conf = icinga_conf(scratch, broken, host=False)
     proc = subprocess.run(
         icinga(conf, "daemon", "-C", scratch=scratch),
         capture_output=True,
@@ -133,6 +166,26 @@ def test_icinga2_validation_catches_a_broken_definition(scratch: Path) -> None:
     )
     assert proc.returncode != 0
     assert "m365_relayy" in proc.stdout
+
+
+def test_default_examples_are_passive_and_round_trips_have_configs_of_their_own() -> None:
+    # The default services read the daemon at its default address; they send no mail.
+    for path in (ICINGA_SERVICES, NAGIOS_DIR / "services.cfg"):
+        text = path.read_text()
+        assert SHIPPED_URL in text, path.name
+        assert not re.search(r"m365_relay_(config|host)\b|check_m365_relay_(config|quick)", text)
+    # Active round trips live in their own files, each on a config that is not the daemon's.
+    nagios_roundtrip = (NAGIOS_DIR / "services-roundtrip.cfg").read_text()
+    configs = [
+        *re.findall(r'm365_relay_config = "([^"]+)"', ICINGA_ROUNDTRIP.read_text()),
+        *re.findall(r"check_m365_relay_config!([^!]+)!", nagios_roundtrip),
+        *re.findall(r"--config (\S+)", NRPE_CONF.read_text()),
+    ]
+    assert len(configs) == 3 and len(set(configs)) == 3, configs
+    daemon_configs = {"/etc/relayprobe/relayprobe.yaml", "/etc/relayprobe/config.yml"}
+    assert all("roundtrip" in c and c not in daemon_configs for c in configs), configs
+    nrpe_default = re.search(r"^command\[check_m365_relay\]=(.*)$", NRPE_CONF.read_text(), re.M)
+    assert nrpe_default and f"--from-exporter {SHIPPED_URL} " in nrpe_default[1]
 
 
 def test_icinga2_command_covers_every_plugin_option_with_a_description() -> None:
@@ -160,6 +213,27 @@ def test_icinga2_command_covers_every_plugin_option_with_a_description() -> None
         assert f'env.RELAYPROBE_{var}_PASSWORD = "$m365_relay_env_{var.lower()}_password$"' in text
 
 
+def test_imap_security_offers_only_encrypted_imap_and_refuses_none_as_a_usage_error() -> None:
+    # relayprobe never logs in to IMAP in the clear: "none" is neither offered nor described.
+    (action,) = [a for a in build_parser()._actions if "--imap-security" in a.option_strings]
+    assert tuple(action.choices or ()) == ("starttls", "tls")
+    body = re.search(r'"--imap-security" = \{(.*?)\n    \}', ICINGA_CONF.read_text(), re.S)
+    assert body and "none" not in body[1].replace("plain IMAP is refused", "")
+    quick = ["-H", "smtp.example.com", "--rcpt-to", "inbox@example.com", "--imap-host", "imap"]
+    proc = subprocess.run(
+        [PLUGIN, *quick, "--imap-security", "none"],
+        capture_output=True,
+        text=True,
+        env=CORE_ENV,
+        timeout=30,
+    )
+    assert proc.returncode == 3
+    assert proc.stdout.splitlines()[0] == (
+        "M365 RELAY UNKNOWN - invalid options: argument --imap-security: IMAP without TLS is"
+        " refused (the login would cross the network in the clear): use starttls or tls"
+    )
+
+
 def netstrings(data: bytes) -> Iterator[dict]:
     """Icinga's state file: a sequence of netstrings ("<length>:<json>,")."""
     pos = 0
@@ -170,10 +244,73 @@ def netstrings(data: bytes) -> Iterator[dict]:
         pos = colon + 1 + length + 1
 
 
-def test_icinga2_core_runs_the_check_and_records_state_and_perfdata(
+def icinga_state(scratch: Path, name: str) -> dict[str, Any]:
+    """The last check result Icinga recorded for `name` (host!service) in its state file."""
+    state: dict[str, Any] = {}
+    for item in netstrings((scratch / "data" / "icinga2.state").read_bytes()):
+        if item.get("name") == name:
+            state = item["update"].get("last_check_result") or {}
+    return state
+
+
+def test_icinga2_core_runs_the_shipped_service_beside_the_daemon(
+    scratch: Path, daemon: Daemon
+) -> None:
+    result = daemon_result(daemon)
+    # The shipped host and service, unchanged but for the URL; the test adds the checker, the
+    # external command pipe (to run the 1-minute check now) and a debug log (to see it finish).
+    services = as_shipped(ICINGA_SERVICES, daemon)
+    (scratch / "relayprobe-services.conf").write_text(services)
+    pipe, debug = scratch / "run" / "icinga2.cmd", scratch / "log" / "debug.log"
+    conf = icinga_conf(
+        scratch,
+        f'include "{scratch / "relayprobe-services.conf"}"\n'
+        'object CheckerComponent "checker" { }\n'
+        f'object ExternalCommandListener "command" {{ command_path = "{pipe}" }}\n'
+        f'object FileLogger "debug" {{ path = "{debug}"; severity = "debug" }}\n',
+        host=False,
+    )
+    core = subprocess.Popen(
+        icinga(conf, "daemon", scratch=scratch),
+        env=CORE_ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    finished = "Check finished for object 'smtp.office365.com!m365-relay'"
+    try:
+        wait_for("Icinga's command pipe", pipe.is_fifo, 20)
+        now = int(time.time())
+        command = f"[{now}] SCHEDULE_FORCED_SVC_CHECK;smtp.office365.com;m365-relay;{now}\n"
+        # Opening the pipe blocks while Icinga is down: write from a process with a timeout.
+        subprocess.run(
+            ["sh", "-c", f"cat > '{pipe}'"], input=command, text=True, timeout=5, check=True
+        )
+        wait_for("the check", lambda: debug.exists() and finished in debug.read_text(), 20)
+    finally:
+        core.send_signal(signal.SIGTERM)  # Icinga dumps its state file on the way out
+        core.wait(timeout=30)
+    state = icinga_state(scratch, "smtp.office365.com!m365-relay")
+    assert (state["exit_status"], state["state"]) == (0, 0), state["output"]
+    # Icinga keeps the space before "|"; perfdata labels arrive split into a list.
+    first, long_output = state["output"].split("\n", 1)
+    assert first.startswith(f"M365 RELAY OK - {SHIPPED_TARGET}: delivered to INBOX in "), first
+    # The core shows exactly the daemon's run: its timings, the shipped thresholds, a fresh age.
+    perfdata = " ".join(state["performance_data"])
+    assert re.fullmatch(expected_perfdata(result, "60", "300"), perfdata), perfdata
+    assert "\\_[OK] result: " in long_output, long_output
+    assert f"(max 900s) from {daemon.url}/api/results" in long_output
+    assert state["command"][0] == str(Path(PLUGIN).parent / "check_m365_relay")
+    assert state["command"][1:] == [
+        "--critical", "300", "--from-exporter", daemon.url, "--max-age", "900",
+        "--target", SHIPPED_TARGET, "--warning", "60",
+    ]  # fmt: skip
+
+
+def test_icinga2_passes_the_exporter_password_in_the_environment(
     scratch: Path,
     exporter: Exporter,  # noqa: F811 - pytest fixture
 ) -> None:
+    # The stand-in serves an exact result behind basic auth: the whole recorded output compares.
     exporter.publish(delivered(), dt.datetime.now(dt.UTC))
     exporter.auth = "Basic " + __import__("base64").b64encode(f"icinga:{SECRET}".encode()).decode()
     conf = icinga_conf(
@@ -194,7 +331,7 @@ object Service "m365-relay" {{
 }}
 """,
     )
-    daemon = subprocess.Popen(
+    core = subprocess.Popen(
         icinga(conf, "daemon", scratch=scratch),
         env=CORE_ENV,
         stdout=subprocess.DEVNULL,
@@ -206,13 +343,10 @@ object Service "m365-relay" {{
         while len(exporter.requests) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
     finally:
-        daemon.send_signal(signal.SIGTERM)  # Icinga dumps its state file on the way out
-        daemon.wait(timeout=30)
+        core.send_signal(signal.SIGTERM)  # Icinga dumps its state file on the way out
+        core.wait(timeout=30)
     assert len(exporter.requests) >= 2, "Icinga did not run the check within 20 s"
-    state = {}
-    for item in netstrings((scratch / "data" / "icinga2.state").read_bytes()):
-        if item.get("name") == "relay!m365-relay":
-            state = item["update"]["last_check_result"]
+    state = icinga_state(scratch, "relay!m365-relay")
     assert state["exit_status"] == 1 and state["state"] == 1
     # Icinga keeps the space before "|"; perfdata labels arrive split into a list.
     assert state["output"].split("\n")[0] == (
@@ -272,6 +406,8 @@ def nagios_cfg(scratch: Path, *object_files: Path) -> Path:
                 "use_syslog=0",
                 "check_for_updates=0",
                 "enable_notifications=0",
+                # The example host is smtp.office365.com: never check it from a test.
+                "execute_host_checks=0",
                 "illegal_macro_output_chars=`~$&|'\"<>",
             ]
         )
@@ -281,38 +417,25 @@ def nagios_cfg(scratch: Path, *object_files: Path) -> Path:
 
 
 def test_nagios4_validates_the_shipped_examples(scratch: Path) -> None:
-    cfg = nagios_cfg(scratch, NAGIOS_DIR / "services.cfg")
-    proc = subprocess.run(
-        ["nagios4", "-v", str(cfg)], capture_output=True, text=True, env=CORE_ENV, timeout=60
-    )
-    assert proc.returncode == 0, proc.stdout
-    assert "Checked 3 services." in proc.stdout
-    assert "Total Errors:   0" in proc.stdout and "Total Warnings: 0" in proc.stdout
+    for files, services in (
+        ([NAGIOS_DIR / "services.cfg"], 1),
+        ([NAGIOS_DIR / "services.cfg", NAGIOS_DIR / "services-roundtrip.cfg"], 3),
+    ):
+        cfg = nagios_cfg(scratch, *files)
+        proc = subprocess.run(
+            ["nagios4", "-v", str(cfg)], capture_output=True, text=True, env=CORE_ENV, timeout=60
+        )
+        assert proc.returncode == 0, proc.stdout
+        assert f"Checked {services} services." in proc.stdout
+        assert "Total Errors:   0" in proc.stdout and "Total Warnings: 0" in proc.stdout
 
 
-def test_nagios4_core_runs_the_check_and_records_state_and_perfdata(
-    scratch: Path,
-    exporter: Exporter,  # noqa: F811 - pytest fixture
+def test_nagios4_core_runs_the_shipped_service_beside_the_daemon(
+    scratch: Path, daemon: Daemon
 ) -> None:
-    exporter.publish(delivered(), dt.datetime.now(dt.UTC))
-    services = scratch / "test-services.cfg"
-    services.write_text(f"""
-define host {{
-    use                     generic-host
-    host_name               relay
-    address                 127.0.0.1
-    max_check_attempts      1
-    check_period            24x7
-    notification_period     24x7
-    contact_groups          admins
-}}
-define service {{
-    use                     generic-service
-    host_name               relay
-    service_description     M365 relay
-    check_command           check_m365_relay_exporter!{exporter.url}!m365-submission!900!60!300
-}}
-""")
+    result = daemon_result(daemon)
+    services = scratch / "services.cfg"
+    services.write_text(as_shipped(NAGIOS_DIR / "services.cfg", daemon))
     cfg = nagios_cfg(scratch, services)
     subprocess.run(["nagios4", "-d", str(cfg)], env=CORE_ENV, check=True, timeout=30)
     var = scratch / "var"
@@ -321,7 +444,7 @@ define service {{
         while not (var / "nagios.cmd").is_fifo() and time.monotonic() < deadline:
             time.sleep(0.05)
         now = int(time.time())
-        command = f"[{now}] SCHEDULE_FORCED_SVC_CHECK;relay;M365 relay;{now}\n"
+        command = f"[{now}] SCHEDULE_FORCED_SVC_CHECK;smtp.office365.com;M365 relay;{now}\n"
         # Opening the pipe blocks while Nagios is down: write from a process with a timeout.
         subprocess.run(
             ["sh", "-c", f"cat > '{var / 'nagios.cmd'}'"],
@@ -339,14 +462,17 @@ define service {{
         os.kill(pid, signal.SIGTERM)
     block = status[status.index("servicestatus {") :]
     fields = dict(re.findall(r"^\t(\w+)=(.*)$", block[: block.index("\n\t}")], re.M))
-    assert fields["current_state"] == "0"
-    assert fields["plugin_output"] == "M365 RELAY OK - m365-submission: delivered to INBOX in 12.4s"
-    assert re.fullmatch(
-        r"delivery=12\.4s;60;300;0 smtp_connect=0\.012s;;;0 smtp_tls=0\.034s;;;0 "
-        r"smtp_auth=0\.101s;;;0 smtp_submit=0\.245s;;;0 total=12\.8s;;;0 scl=1;;;-1;9 age=\d+s;;;0",
-        fields["performance_data"],
+    assert (fields["host_name"], fields["service_description"]) == (
+        "smtp.office365.com",
+        "M365 relay",
     )
-    assert fields["long_plugin_output"].startswith("\\\\_[OK] SMTP smtp.office365.com:587")
+    assert fields["current_state"] == "0", fields["plugin_output"]
+    assert fields["plugin_output"].startswith(
+        f"M365 RELAY OK - {SHIPPED_TARGET}: delivered to INBOX in "
+    )
+    assert re.fullmatch(expected_perfdata(result, "60", "300"), fields["performance_data"])
+    assert fields["long_plugin_output"].startswith("\\\\_[OK] SMTP 127.0.0.1:")
+    assert f"(max 900s) from {daemon.url}/api/results" in fields["long_plugin_output"]
 
 
 # --- NRPE -------------------------------------------------------------------------------------
@@ -382,15 +508,14 @@ def install_for_nagios_user(scratch: Path) -> str:
     return str(launcher)
 
 
-def test_nrpe_serves_the_shipped_snippet(scratch: Path, exporter: Exporter) -> None:  # noqa: F811
+def test_nrpe_serves_the_shipped_snippet_beside_the_daemon(scratch: Path, daemon: Daemon) -> None:
     # The nagios user cannot reach the venv under /root: the plugin runs on Debian's python3.
     assert Path("/usr/bin/python3").exists(), "Debian's /usr/bin/python3 is missing"
-    exporter.publish(delivered(), dt.datetime.now(dt.UTC))
+    result = daemon_result(daemon)
     plugin = install_for_nagios_user(scratch)
-    # The snippet as shipped, pointed at the installed plugin and the stand-in exporter.
-    snippet = NRPE_CONF.read_text()
+    # The snippet as shipped, pointed at the installed plugin and the test daemon's port.
+    snippet = as_shipped(NRPE_CONF, daemon)
     snippet = snippet.replace("/usr/lib/nagios/plugins/check_m365_relay", plugin)
-    snippet = snippet.replace("http://127.0.0.1:9465", exporter.url)
     (scratch / "relayprobe.cfg").write_text(snippet)
     port = free_port()
     (scratch / "nrpe.cfg").write_text(
@@ -398,7 +523,7 @@ def test_nrpe_serves_the_shipped_snippet(scratch: Path, exporter: Exporter) -> N
         "nrpe_user=nagios\nnrpe_group=nagios\nallowed_hosts=127.0.0.1\ndont_blame_nrpe=0\n"
         f"command_timeout=60\ninclude={scratch / 'relayprobe.cfg'}\n"
     )
-    daemon = subprocess.Popen(
+    nrpe = subprocess.Popen(
         ["nrpe", "-f", "-c", str(scratch / "nrpe.cfg")],
         env=CORE_ENV,
         stdout=subprocess.DEVNULL,
@@ -426,13 +551,14 @@ def test_nrpe_serves_the_shipped_snippet(scratch: Path, exporter: Exporter) -> N
             timeout=30,
         )
     finally:
-        daemon.terminate()
-        daemon.wait(timeout=10)
+        nrpe.terminate()
+        nrpe.wait(timeout=10)
     assert proc.returncode == 0, proc.stdout
-    assert proc.stdout.startswith(
-        "M365 RELAY OK - m365-submission: delivered to INBOX in 12.4s | delivery=12.4s;60;300;0 "
-    )
-    assert "\\_[OK] result: " in proc.stdout
+    first, rest = proc.stdout.split("\n", 1)
+    summary, perfdata = first.split(" | ")
+    assert summary.startswith(f"M365 RELAY OK - {SHIPPED_TARGET}: delivered to INBOX in ")
+    assert re.fullmatch(expected_perfdata(result, "60", "300"), perfdata), perfdata
+    assert f"(max 900s) from {daemon.url}/api/results" in rest
 
 
 # --- end to end: a real core runs a real round trip against the local mail system -----------

@@ -263,12 +263,12 @@ def test_bad_threshold_syntax_is_unknown(args: list[str], why: str) -> None:
     )
 
 
-PASSIVE_ARGS = ["--from-exporter", "http://127.0.0.1:9465", "--target", "m365-submission"]
+PASSIVE_ARGS = ["--from-exporter", "http://127.0.0.1:9833", "--target", "m365-submission"]
 
 
 def passive(result: ProbeResult, age: float, *args: str) -> tuple[str, int]:
     finished = T0 + dt.timedelta(seconds=13)
-    obs = Observation(result, finished, "http://127.0.0.1:9465/api/results")
+    obs = Observation(result, finished, "http://127.0.0.1:9833/api/results")
     opts = parse_options([*PASSIVE_ARGS, "--max-age", "600", *args])
     rendered = render(obs, opts, now=finished + dt.timedelta(seconds=age))
     return rendered.text, rendered.exit_code
@@ -282,7 +282,7 @@ def test_passive_fresh_result_is_evaluated_like_a_live_one() -> None:
         "\\_[WARNING] delivery: INBOX (inbox) after 12.4s\n"
         "\\_[OK] authentication: spf=pass dkim=pass dmarc=pass compauth=pass\n"
         "\\_[OK] spam: SCL 1\n"
-        "\\_[OK] result: 42s old (max 600s) from http://127.0.0.1:9465/api/results\n",
+        "\\_[OK] result: 42s old (max 600s) from http://127.0.0.1:9833/api/results\n",
         1,
     )
 
@@ -290,7 +290,7 @@ def test_passive_fresh_result_is_evaluated_like_a_live_one() -> None:
 def test_passive_stale_result_is_unknown_and_not_evaluated() -> None:
     assert passive(delivered(), 601) == (
         "M365 RELAY UNKNOWN - m365-submission: last result is 601s old (max 600s) | age=601s;;;0\n"
-        "\\_[UNKNOWN] result: from http://127.0.0.1:9465/api/results,"
+        "\\_[UNKNOWN] result: from http://127.0.0.1:9833/api/results,"
         " finished 2026-11-27T14:00:13.000Z\n"
         "last result (not evaluated): ok ok: delivered to INBOX in 12.40 s;"
         " spf=pass dkim=pass dmarc=pass\n"
