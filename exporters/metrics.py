@@ -198,7 +198,8 @@ def _target_families(states: list[TargetState], *, fresh: bool = False) -> Itera
     )
     backoff = GaugeMetricFamily(
         "relayprobe_backoff_seconds",
-        "Current extra delay before the next run after configuration-class failures (0: none).",
+        "Current back-off: the delay before the next run, in place of the interval, after "
+        "configuration-class failures (0: none, the interval applies).",
         labels=t,
     )
     interval = config("relayprobe_probe_interval_seconds", "Time between probe runs.")

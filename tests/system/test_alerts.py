@@ -19,6 +19,8 @@ RULES = ROOT / "helm" / "rules" / "relayprobe.rules.yml"
 CHART_RULES = ROOT / "helm" / "relayprobe" / "files" / "relayprobe.rules.yml"
 RULE_TESTS = ROOT / "helm" / "rules" / "tests" / "relayprobe.rules.test.yml"
 RUNBOOK = ROOT / "docs" / "runbook.md"
+# The default runbook_url base of every alert (a placeholder: docs/runbook.md says how to override).
+RUNBOOK_BASE = "https://github.com/relayprobe/relayprobe/blob/main/docs/runbook.md"
 FIXTURE = ROOT / "tests" / "fixtures" / "metric_names.txt"
 # Series Prometheus makes itself rather than scraping them from relayprobe.
 PROMETHEUS_SERIES = {"up"}
@@ -146,6 +148,70 @@ def test_alerts_have_severity_summary_description_and_a_runbook_section() -> Non
         assert rule["alert"] in headings, f"docs/runbook.md has no section for {rule['alert']}"
 
 
+def test_every_alert_links_its_runbook_section_by_default() -> None:
+    """runbook_url = <base>#<alert name lower-cased>: the anchor of the section of that name."""
+    anchors = {h.lower() for h in re.findall(r"^## (\S+)$", RUNBOOK.read_text(), re.M)}
+    for rule in rules():
+        url = rule["annotations"].get("runbook_url")
+        assert url == f"{RUNBOOK_BASE}#{rule['alert'].lower()}", rule["alert"]
+        assert url.split("#")[1] in anchors, f"docs/runbook.md has no anchor for {url}"
+
+
+def test_the_runbook_has_a_section_per_alert_and_none_for_gone_ones() -> None:
+    sections = set(re.findall(r"^## (RelayProbe\S*)$", RUNBOOK.read_text(), re.M))
+    assert sections == set(ALERTS)
+    assert RUNBOOK_BASE in RUNBOOK.read_text(), "the runbook should say how to replace the base URL"
+
+
+def test_no_rule_depends_on_the_scrape_job_name() -> None:
+    for rule in rules():
+        assert not re.search(r"\bjob\s*=~?", rule["expr"]), rule["alert"]
+
+
+def test_durations_come_from_the_probe_interval_not_from_for() -> None:
+    """Rules that judge a target's schedule derive the time in the expression; `for:` is kept to
+    the interval-independent ones (a failed scrape, a failed reload) and stays short."""
+    for rule in rules():
+        uses_interval = "relayprobe_probe_interval_seconds" in rule["expr"]
+        assert not (uses_interval and "for" in rule), rule["alert"]
+        if "for" in rule:
+            assert rule["for"] in {"1m", "2m", "5m"}, rule["alert"]
+    failing = " ".join(r["expr"] for r in rules() if r["alert"] == "RelayProbeFailing")
+    assert (
+        "relayprobe_failed_runs_total" in failing and "relayprobe_probe_interval_seconds" in failing
+    )
+
+
+def test_verdict_alerts_judge_only_what_expect_configures() -> None:
+    """relayprobe_check_ok has series only for configured checks: the auth, placement and latency
+    alerts must go through it, never through the raw result (result!="pass") or a fixed latency."""
+    for alert, checks in (
+        ("RelayProbeAuthNotPassing", {"spf", "dkim", "dmarc", "compauth"}),
+        ("RelayProbeJunkPlacement", {"placement", "scl"}),
+        ("RelayProbeDeliverySlow", {"latency"}),
+    ):
+        exprs = [r["expr"] for r in rules() if r["alert"] == alert]
+        for expr in exprs:
+            assert "relayprobe_check_ok{" in expr, alert
+            assert "result!=" not in expr and "histogram_quantile" not in expr, alert
+        named = set().union(*(re.findall(r"check=~?\"([a-z|]+)\"", e) for e in exprs))
+        assert set("|".join(named).split("|")) == checks, alert
+
+
+def test_unit_tests_cover_a_one_minute_and_a_one_hour_interval() -> None:
+    tests = yaml.safe_load(RULE_TESTS.read_text())["tests"]
+    failing = [
+        t for t in tests if any(c["alertname"] == "RelayProbeFailing" for c in t["alert_rule_test"])
+    ]
+    intervals = {
+        s["values"].split("x")[0]
+        for t in failing
+        for s in t["input_series"]
+        if s["series"].startswith("relayprobe_probe_interval_seconds")
+    }
+    assert {"60", "3600"} <= intervals
+
+
 def test_rules_use_only_metric_names_the_exporter_exposes() -> None:
     exposed = exposed_metric_names() | PROMETHEUS_SERIES
     for rule in rules():
@@ -157,7 +223,10 @@ def test_rules_use_only_metric_names_the_exporter_exposes() -> None:
 def test_metric_name_set_follows_prometheus_naming() -> None:
     lines = [ln.split() for ln in FIXTURE.read_text().splitlines() if ln and ln[0] != "#"]
     for name, kind in lines:
-        assert re.fullmatch(r"relayprobe_[a-z0-9_]+", name), name
+        # Besides relayprobe's own: prometheus_client's standard process and platform collectors.
+        assert re.fullmatch(r"relayprobe_[a-z0-9_]+", name) or re.fullmatch(
+            r"(process|python)_[a-z0-9_]+", name
+        ), name
         assert name.endswith("_total") == (kind == "counter"), name
         if name.endswith("_timestamp_seconds"):
             assert kind == "gauge", name
@@ -190,9 +259,9 @@ def test_exposition_parser_reads_samples_and_sample_less_families() -> None:
 
 
 def test_chart_prometheus_rule_carries_the_shipped_rules(tmp_path: Path) -> None:
-    from tests.system.test_helm import only, render
+    from tests.system.test_helm import DEFAULT, only, render
 
-    rule = only(render("defaults", "prometheusRule.enabled=true"), "PrometheusRule")
+    rule = only(render(DEFAULT, "prometheusRule.enabled=true"), "PrometheusRule")
     assert rule["spec"]["groups"] == yaml.safe_load(RULES.read_text())["groups"]
 
 
@@ -202,7 +271,8 @@ def test_chart_prometheus_rule_options_disable_label_and_extend(tmp_path: Path) 
     spec = only(render("prometheus-rule-values.yaml"), "PrometheusRule")["spec"]
     shipped, custom = spec["groups"]
     names = [r["alert"] for r in shipped["rules"]]
-    assert "RelayProbeJunkPlacement" not in names and len(names) == len(rules()) - 1
+    junk = [r for r in rules() if r["alert"] == "RelayProbeJunkPlacement"]
+    assert "RelayProbeJunkPlacement" not in names and len(names) == len(rules()) - len(junk)
     for r in shipped["rules"]:
         assert r["labels"]["team"] == "mail" and r["labels"]["severity"]
         assert r["annotations"]["runbook_url"] == (
