@@ -1,4 +1,4 @@
-"""The HTTP surface (aiohttp): landing/status page, /metrics, /probe, /api/results, health, reload."""
+"""The HTTP surface (aiohttp): status page, /metrics, /probe, /api/results, health, reload."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import asyncio
 import base64
 import binascii
 import datetime as dt
-import html
 import logging
+import urllib.parse
 from typing import Any, Protocol
 
 from aiohttp import http_exceptions, web
@@ -18,9 +18,17 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4 as CONTENT_TYP
 from exporters.limits import Listener
 from exporters.metrics import CachedExposition, exposition
 from exporters.scheduler import Busy, Scheduler
-from exporters.store import ResultStore
+from exporters.statuspage import (
+    Page,
+    method_page,
+    not_found_page,
+    overview_page,
+    probe_result_page,
+    refused_page,
+    target_page,
+)
+from exporters.store import HISTORY_LENGTH, ResultStore
 from exporters.webconfig import WebConfig
-from probe import AUTH_METHODS, rfc3339
 
 
 class Served(Protocol):
@@ -52,6 +60,9 @@ def build_app(daemon: Served, listener: Listener | None = None) -> web.Applicati
         app[LISTENER] = listener
     app[DAEMON] = daemon
     app.router.add_get("/", landing)
+    app.router.add_get("/target/{name}", target)
+    app.router.add_post("/target/{name}/probe", probe_now)
+    app.router.add_get("/target/{name}/probe", probe_now_get)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/probe", probe)
     app.router.add_get("/api/results", results)
@@ -162,8 +173,21 @@ async def probe(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 
+def _int_query(request: web.Request, key: str, default: int, low: int, high: int) -> int:
+    try:
+        return max(low, min(high, int(request.query.get(key, default))))
+    except ValueError:
+        return default
+
+
 async def results(request: web.Request) -> web.Response:
-    return web.json_response({"results": _daemon(request).store.results()})
+    """Each target's last result, schedule and history (docs/exporter.md, "/api/results")."""
+    d = _daemon(request)
+    history = _int_query(request, "history", HISTORY_LENGTH, 0, HISTORY_LENGTH)
+    body = d.store.results(
+        next_run=d.scheduler.next_run, history=history, only=request.query.get("target")
+    )
+    return web.json_response({"results": body})
 
 
 async def healthy(request: web.Request) -> web.Response:
@@ -185,89 +209,112 @@ async def reload(request: web.Request) -> web.Response:
     return web.Response(text="config reloaded\n")
 
 
-def _s(value: float | None) -> str:
-    return "–" if value is None else f"{value:.3f}"
+#: Seconds between the status page's own reloads, unless ``?refresh=`` says otherwise (0: off).
+PAGE_REFRESH = 10
+
+
+def _html(page: Page, headers: dict[str, str] | None = None) -> web.Response:
+    """A status page response: never cached, and no script may run in it (nor in an injection)."""
+    csp = (
+        f"default-src 'none'; style-src 'sha256-{page.style_sha256}'; img-src 'self' data:; "
+        "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+    )
+    response = web.Response(
+        status=page.status,
+        text=page.text,
+        content_type="text/html",
+        headers={
+            "Cache-Control": "no-store",
+            "Content-Security-Policy": csp,
+            "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "same-origin",
+            **(headers or {}),
+        },
+    )
+    # Compressed for browsers that ask (aiohttp does it off the event loop): 200 targets' rows
+    # and history strips are some 2.7 MB of HTML, refreshed every 10 s.
+    response.enable_compression()
+    return response
+
+
+def _refresh(request: web.Request) -> int:
+    seconds = _int_query(request, "refresh", PAGE_REFRESH, 0, 3600)
+    return seconds if seconds == 0 else max(2, seconds)
+
+
+def _instance(d: Served) -> str:
+    config = d.scheduler.config
+    return config.instance if config is not None else ""
 
 
 async def landing(request: web.Request) -> web.Response:
+    """``/``: the status page; ``?wall=1`` the wall-screen tiles, ``?refresh=N`` its reload."""
     d = _daemon(request)
-    rows = []
-    for state in d.store.states():
-        r, name = state.last, html.escape(state.name)
-        link = f'<a href="probe?target={html.escape(state.name, quote=True)}">probe now</a>'
-        if r is None:
-            rows.append(
-                f'<tr class="pending"><td>{name}</td><td colspan="13">no run yet</td>'
-                f"<td>{link}</td></tr>"
-            )
-            continue
-        t, a = r.timings, r.verdict.auth
-        verdict = "ok" if r.success else "FAILED"
-        error = "" if r.success and r.reason.value == "ok" else r.message
-        cells = [
-            name,
-            f"{verdict} ({r.status.value})",
-            f"{r.stage.value} / {r.reason.value}"
-            + "".join(
-                f"; {c.check} {c.reason.value}" for c in r.failed_checks if c.reason != r.reason
-            ),
-            *(_s(seconds) for _, seconds in t.smtp_phases()),
-            *map(_s, (t.delivery_seconds, t.total_seconds)),
-            r.arrival.placement + (f" ({r.arrival.folder})" if r.arrival.folder else ""),
-            " ".join(
-                f"{k}={v}"
-                for k, v in ((method, getattr(a, method)) for method in AUTH_METHODS)
-                if v
-            )
-            or "–",
-            rfc3339(state.finished_at) or "",
-            error,
-            r.remedy or "",
-        ]
-        klass = "ok" if r.success else "fail"
-        tds = "".join(f"<td>{html.escape(str(c))}</td>" for c in cells)
-        rows.append(f'<tr class="{klass}">{tds}<td>{link}</td></tr>')
-    reload_note = (
-        ""
-        if d.reload_ok
-        else (
-            '<p class="fail">The last configuration reload failed; the previous configuration '
-            f"keeps running: {html.escape('; '.join(d.reload_errors))}</p>"
-        )
+    page = overview_page(
+        d.store.states(),
+        next_run=d.scheduler.next_run,
+        now=dt.datetime.now(dt.UTC),
+        version=d.version,
+        instance=_instance(d),
+        reload_errors=() if d.reload_ok else d.reload_errors,
+        wall=request.query.get("wall", "") not in ("", "0", "false", "no"),
+        refresh=_refresh(request),
     )
-    page = _PAGE.format(
-        version=html.escape(d.version),
-        now=rfc3339(dt.datetime.now(dt.UTC)),
-        rows="\n".join(rows),
-        reload_note=reload_note,
-    )
-    return web.Response(text=page, content_type="text/html")
+    return _html(page)
 
 
-_PAGE = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>relayprobe</title>
-<style>
-body {{ font-family: sans-serif; margin: 1.5em; }}
-table {{ border-collapse: collapse; font-size: 90%; width: 100%; }}
-th, td {{ border: 1px solid #ccc; padding: 0.25em 0.5em; text-align: left; vertical-align: top; }}
-td:nth-child(13), td:nth-child(14) {{ min-width: 12em; }}
-td:last-child {{ white-space: nowrap; }}
-tr.ok td:nth-child(2) {{ color: #176117; font-weight: bold; }}
-tr.fail td:nth-child(2), p.fail {{ color: #a01010; font-weight: bold; }}
-</style></head>
-<body>
-<h1>relayprobe</h1>
-<p>Mail relay delivery probe, version {version}. Results are cached from scheduled probe runs;
-page generated {now}.</p>
-<p><a href="metrics">Metrics</a> · <a href="api/results">Results (JSON)</a> ·
-<a href="-/healthy">Health</a> · <a href="-/ready">Readiness</a></p>
-{reload_note}
-<table id="results">
-<thead><tr><th>Target</th><th>Verdict</th><th>Stage / reason</th><th>Connect s</th><th>TLS s</th>
-<th>Auth s</th><th>Submit s</th><th>Delivery s</th><th>Total s</th><th>Placement</th>
-<th>Authentication</th><th>Finished</th><th>Last error</th><th>Remedy</th><th></th></tr></thead>
-<tbody>
-{rows}
-</tbody></table>
-</body></html>
-"""
+async def target(request: web.Request) -> web.Response:
+    d = _daemon(request)
+    name = request.match_info["name"]
+    state = d.store.get(name)
+    if state is None:
+        return _html(not_found_page(name, d.store.names(), root="../"))
+    now = dt.datetime.now(dt.UTC)
+    return _html(
+        target_page(state, next_run=d.scheduler.next_run, now=now, refresh=_refresh(request))
+    )
+
+
+def _cross_site(request: web.Request) -> bool:
+    """A form posted from another site (CSRF): browsers say so in Sec-Fetch-Site, older ones
+    in Origin. A request with neither (curl, scripts) is not a browser's and is let through."""
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None:
+        return site not in ("same-origin", "none")
+    origin = request.headers.get("Origin")
+    if not origin:
+        return False
+    netloc = urllib.parse.urlsplit(origin).netloc
+    return netloc not in {request.host, request.headers.get("X-Forwarded-Host")}
+
+
+async def probe_now(request: web.Request) -> web.Response:
+    """POST ``/target/NAME/probe`` (the status page's button): run it, show the result as HTML."""
+    d = _daemon(request)
+    name = request.match_info["name"]
+    if d.store.get(name) is None:
+        return _html(not_found_page(name, d.store.names(), root="../../"))
+    if _cross_site(request):
+        why = "refused: the form was sent from another site; use this daemon's own status page"
+        return _html(refused_page(name, why, root="../../", status=403))
+    task = asyncio.ensure_future(d.scheduler.run_now(name))
+    try:
+        result = await asyncio.shield(task)  # a closed browser tab does not abandon the probe
+    except KeyError:
+        return _html(not_found_page(name, d.store.names(), root="../../"))
+    except Busy as exc:
+        page = refused_page(name, str(exc), root="../../", status=429)
+        return _html(page, {"Retry-After": "30"})
+    page = probe_result_page(
+        result, d.store.get(name), next_run=d.scheduler.next_run, now=dt.datetime.now(dt.UTC)
+    )
+    return _html(page)
+
+
+async def probe_now_get(request: web.Request) -> web.Response:
+    """GET on the button's URL sends nothing: 405 with the button to press."""
+    d = _daemon(request)
+    name = request.match_info["name"]
+    if d.store.get(name) is None:
+        return _html(not_found_page(name, d.store.names(), root="../../"))
+    return _html(method_page(name), {"Allow": "POST"})

@@ -175,6 +175,11 @@ class Scheduler:
         self._watches.clear()
         return len(pending) + queued
 
+    def next_run(self, name: str) -> dt.datetime | None:
+        """When ``name`` runs next on its schedule (a backoff included); None if not scheduled."""
+        job = self._aps.get_job(name) if self.running else None
+        return getattr(job, "next_run_time", None)  # a job not yet started has none
+
     # -- running probes -----------------------------------------------------------------------
     def _target(self, name: str) -> Target | None:
         if self.config is None:

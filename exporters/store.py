@@ -1,14 +1,14 @@
-"""ResultStore: the last probe result per target plus the counters the metrics are built from."""
+"""ResultStore: the last probe result per target, a bounded history, and the metrics' counters."""
 
 from __future__ import annotations
 
 import bisect
 import datetime as dt
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from probe import ProbeResult, rfc3339
+from probe import ProbeResult, Stage, rfc3339
 
 #: Delivery latency buckets (seconds): sub-second local relays up to Microsoft's 30-minute worst cases.
 DELIVERY_BUCKETS: tuple[float, ...] = (
@@ -27,6 +27,73 @@ DELIVERY_BUCKETS: tuple[float, ...] = (
     1200,
     1800,
 )
+
+
+#: Past runs kept per target (in memory only; the status page and /api/results show them).
+HISTORY_LENGTH = 60
+#: A history entry keeps at most this much of a run's message.
+HISTORY_MESSAGE_CHARS = 240
+#: Stages a run reaches only after the relay accepted the probe mail.
+_AFTER_SUBMISSION = frozenset({Stage.DELIVER, Stage.VERIFY, Stage.CLEANUP, Stage.DONE})
+
+
+def was_sent(result: ProbeResult) -> bool:
+    """Whether the relay accepted the probe mail (an IMAP login failure comes before sending)."""
+    return result.smtp is not None and result.stage in _AFTER_SUBMISSION
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """One past run, small enough to keep ``HISTORY_LENGTH`` of them for every target."""
+
+    finished_at: dt.datetime
+    status: str  # probe.Status value
+    success: bool
+    stage: str
+    reason: str
+    sent: bool  # the relay accepted the probe mail
+    placement: str  # inbox | junk | missing (``missing`` also when nothing was sent)
+    delivery_seconds: float | None
+    total_seconds: float | None
+    failed_checks: tuple[str, ...]
+    message: str  # cut to HISTORY_MESSAGE_CHARS
+    probe_id: str | None
+
+    @classmethod
+    def of(cls, result: ProbeResult, finished_at: dt.datetime) -> HistoryEntry:
+        message = result.message
+        if len(message) > HISTORY_MESSAGE_CHARS:
+            message = message[: HISTORY_MESSAGE_CHARS - 1] + "…"
+        return cls(
+            finished_at=finished_at,
+            status=result.status.value,
+            success=result.success,
+            stage=result.stage.value,
+            reason=result.reason.value,
+            sent=was_sent(result),
+            placement=result.arrival.placement,
+            delivery_seconds=result.timings.delivery_seconds,
+            total_seconds=result.timings.total_seconds,
+            failed_checks=tuple(c.check for c in result.failed_checks),
+            message=message,
+            probe_id=result.probe_id,
+        )
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "finished_at": rfc3339(self.finished_at),
+            "status": self.status,
+            "success": self.success,
+            "stage": self.stage,
+            "reason": self.reason,
+            "sent": self.sent,
+            "placement": self.placement,
+            "delivery_seconds": self.delivery_seconds,
+            "total_seconds": self.total_seconds,
+            "failed_checks": list(self.failed_checks),
+            "message": self.message,
+            "probe_id": self.probe_id,
+        }
 
 
 @dataclass(frozen=True)
@@ -64,6 +131,8 @@ class TargetState:
     bucket_counts: list[int] = field(default_factory=lambda: [0] * (len(DELIVERY_BUCKETS) + 1))
     delivery_sum: float = 0.0
     delivery_count: int = 0
+    # The last HISTORY_LENGTH runs, oldest first (the status page's strip, /api/results).
+    history: deque[HistoryEntry] = field(default_factory=lambda: deque(maxlen=HISTORY_LENGTH))
     version: int = 0  # bumped on every change, so the exposition re-renders only changed targets
 
     def observe_delivery(self, seconds: float) -> None:
@@ -139,6 +208,7 @@ class ResultStore:
             state.junk += 1
         if result.timings.delivery_seconds is not None:
             state.observe_delivery(result.timings.delivery_seconds)
+        state.history.append(HistoryEntry.of(result, state.finished_at))
         for listener in self.listeners:
             listener(result)
 
@@ -158,10 +228,32 @@ class ResultStore:
             state.consecutive_config_failures = consecutive
             state.version += 1
 
-    def results(self) -> list[dict[str, object]]:
-        """The /api/results document body: each last result (ProbeResult.to_dict) plus finished_at."""
+    def results(
+        self,
+        *,
+        next_run: Callable[[str], dt.datetime | None] | None = None,
+        history: int = HISTORY_LENGTH,
+        only: str | None = None,
+    ) -> list[dict[str, object]]:
+        """The /api/results document body (docs/exporter.md): each last result
+        (ProbeResult.to_dict) plus finished_at, the schedule (``next_run`` asks the scheduler)
+        and the newest ``history`` runs, oldest first; ``only`` keeps one target."""
         out: list[dict[str, object]] = []
         for state in self._targets.values():
-            if state.last is not None:
-                out.append({**state.last.to_dict(), "finished_at": rfc3339(state.finished_at)})
+            if state.last is None or (only is not None and state.name != only):
+                continue
+            past = list(state.history)[-history:] if history > 0 else []
+            out.append(
+                {
+                    **state.last.to_dict(),
+                    "finished_at": rfc3339(state.finished_at),
+                    "next_run_at": rfc3339(next_run(state.name)) if next_run else None,
+                    "interval_seconds": state.interval,
+                    "backoff_seconds": state.backoff_seconds,
+                    "backoff_failures": state.consecutive_config_failures,
+                    "runs": state.runs,
+                    "failed_runs": state.failed_runs,
+                    "history": [entry.to_dict() for entry in past],
+                }
+            )
         return out

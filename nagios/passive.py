@@ -48,10 +48,14 @@ def _secret(opts: Options) -> str | None:
 def fetch(opts: Options, timeout: float) -> Observation | Problem:
     """GET <exporter>/api/results and pick --target; failures to read are UNKNOWN problems."""
     import urllib.error
+    import urllib.parse
     import urllib.request
 
     url = opts.exporter.rstrip("/") + "/api/results"
-    request = urllib.request.Request(url, headers={"Accept": "application/json"})
+    # Only this target, without its history: the daemon's full answer grows with every target
+    # and 60 runs each (docs/exporter.md); older daemons ignore the query and send everything.
+    query = urllib.parse.urlencode({"target": opts.target, "history": 0})
+    request = urllib.request.Request(f"{url}?{query}", headers={"Accept": "application/json"})
     if opts.exporter_username:
         try:
             password = _secret(opts) or ""

@@ -289,8 +289,9 @@ def test_landing_page_shows_a_row_per_target(daemon):
     status, body, _ = http(f"{daemon.url}/")
     assert status == 200
     for name in ("good", "broken", "badauth", "late"):
-        assert f"<td>{name}</td>" in body
-    assert 'href="metrics"' in body and "probe?target=good" in body
+        assert f'data-name="{name}"' in body
+    # "Probe now" is a POST form (tests/system/test_status_page.py); /probe stays for Prometheus.
+    assert 'href="metrics"' in body and '<form method="post" action="target/good/probe">' in body
     assert "smtp_rejected" in body and "RCPT TO" in body  # the broken target's last error
     assert http(f"{daemon.url}/-/healthy")[0] == 200
     assert http(f"{daemon.url}/-/reload")[0] == 405  # POST only
@@ -395,9 +396,9 @@ def test_status_page_renders_in_headless_chromium(daemon, tmp_path):
     dom = subprocess.run(
         [*base, "--dump-dom", f"{daemon.url}/"], capture_output=True, text=True, timeout=60
     ).stdout
-    rows = re.findall(r"<tr class=\"(ok|fail|pending)\"><td>([^<]+)</td>", dom)
+    rows = re.findall(r'<article class="target state-(\w+)" id="target-([^"]+)"', dom)
     assert {name for _, name in rows} == {"good", "broken", "badauth", "late"}, dom[:2000]
-    assert ("ok", "good") in rows and ("fail", "broken") in rows
+    assert ("ok", "good") in rows and ("critical", "broken") in rows
     subprocess.run(
         [*base, f"--screenshot={shot}", f"{daemon.url}/"],
         capture_output=True,

@@ -67,7 +67,9 @@ class Exporter:
                     self.end_headers()
                     return
                 body = json.dumps(exporter.document).encode()
-                self.send_response(exporter.status if self.path == "/api/results" else 404)
+                self.send_response(
+                    exporter.status if self.path.split("?")[0] == "/api/results" else 404
+                )
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -153,7 +155,8 @@ def test_passive_fresh_result_full_output(exporter: Exporter) -> None:
         for age in range(42, 42 + slack + 1)
     ]
     assert (out, code, err) in [(e, 0, "") for e in expected]
-    assert exporter.requests == ["/api/results"]
+    # Asks for this target only, without history (older daemons ignore the query).
+    assert exporter.requests == ["/api/results?target=m365-submission&history=0"]
 
 
 def test_passive_stale_result_full_output(exporter: Exporter) -> None:
