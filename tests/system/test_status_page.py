@@ -30,6 +30,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -657,3 +658,16 @@ async def test_every_value_is_html_escaped_on_every_page():
         assert f"{field} &lt;script&gt;" in detail, field
     assert "relayprobe.yml: &lt;script&gt;" in pages["/"][1]  # the reload error in the banner
     assert "Probe of a-target: CRITICAL" in pages["POST"][1]
+
+
+def test_the_documented_screenshot_command_writes_a_png(tmp_path: Path) -> None:
+    """README's regeneration command, as documented (output moved to tmp_path)."""
+    root = Path(__file__).resolve().parents[2]
+    readme = (root / "README.md").read_text()
+    (command,) = re.findall(r"`\.venv/bin/python (tests/tools/status_page_screenshot\.py)`", readme)
+    out = tmp_path / "status-page.png"
+    proc = subprocess.run(
+        [sys.executable, command, str(out)], cwd=root, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 20_000

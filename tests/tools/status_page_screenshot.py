@@ -1,8 +1,8 @@
 """Screenshot the status page in headless Chromium (docs/exporter.md, "Status page").
 
-    .venv/bin/python tools/status_page_screenshot.py                 # docs/status-page.png
-    .venv/bin/python tools/status_page_screenshot.py --page '?wall=1' --width 1920 wall.png
-    .venv/bin/python tools/status_page_screenshot.py --url http://127.0.0.1:9833/ out.png
+    .venv/bin/python tests/tools/status_page_screenshot.py                 # docs/status-page.png
+    .venv/bin/python tests/tools/status_page_screenshot.py --page '?wall=1' --width 1920 wall.png
+    .venv/bin/python tests/tools/status_page_screenshot.py --url http://127.0.0.1:9833/ out.png
 
 Without ``--url`` it serves the real HTTP app (exporters/http.py, the very page renderer) on a
 loopback port over a result store filled with a synthetic hour of six targets, one run a minute
@@ -45,7 +45,7 @@ from probe import (
     __version__,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
 INTERVAL = 60.0
 RELAY = ("smtp.office365.com", 587)
