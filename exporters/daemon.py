@@ -40,7 +40,13 @@ def _parser() -> argparse.ArgumentParser:
         prog="relayprobe run",
         description="Run every configured target on its schedule and serve Prometheus metrics.",
     )
-    p.add_argument("--config.file", dest="config_file", required=True, metavar="FILE")
+    p.add_argument(
+        "--config.file",
+        dest="config_file",
+        required=True,
+        metavar="FILE",
+        help="the relayprobe YAML configuration (relayprobe validate checks it)",
+    )
     p.add_argument(
         "--config.check",
         dest="config_check",
@@ -61,8 +67,20 @@ def _parser() -> argparse.ArgumentParser:
         help="TLS and basic auth, exporter-toolkit format",
     )
     _web_limit_flags(p)
-    p.add_argument("--log.level", dest="log_level", choices=list(LEVELS), default="info")
-    p.add_argument("--log.format", dest="log_format", choices=["logfmt", "json"], default="logfmt")
+    p.add_argument(
+        "--log.level",
+        dest="log_level",
+        choices=list(LEVELS),
+        default="info",
+        help="relayprobe's own log level; protocol exchanges only at debug (default info)",
+    )
+    p.add_argument(
+        "--log.format",
+        dest="log_format",
+        choices=["logfmt", "json"],
+        default="logfmt",
+        help="one line per event on stderr (default logfmt)",
+    )
     p.add_argument(
         "--shutdown.grace",
         dest="grace",
