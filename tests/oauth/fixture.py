@@ -90,6 +90,7 @@ class OAuthEnv:
         self.authority.restore()
         self.authority.token_lifetime = 3600
         self.authority.issued.clear()
+        self.authority.requests.clear()  # each test counts only its own requests
         self.pair.reject_direct_send(False)
         self.pair.imap_unavailable(False)
         for c in self.authority.clients.values():
