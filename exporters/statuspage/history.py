@@ -1,10 +1,9 @@
-"""A target's recent runs as inline SVG: one mark per run, and delivery latency as a sparkline.
+"""A target's recent runs as inline SVG: one mark per run, and delivery latency as a sparkline."""
 
-Both share the x axis (one slot per run, the newest at the right edge), so a gap in the
-sparkline sits under the failed run that caused it. Marks differ in height by state as well as in
-colour (ok lowest, critical full height). Latency is drawn on a log scale so that a 0.5 s relay
-and a 30 s critical threshold fit in 34 pixels; the thresholds are dashed lines.
-"""
+# Both share the x axis (one slot per run, the newest at the right edge), so a gap in the
+# sparkline sits under the failed run that caused it. Marks differ in height by state as well as in
+# colour (ok lowest, critical full height). Latency is drawn on a log scale so that a 0.5 s relay
+# and a 30 s critical threshold fit in 34 pixels; the thresholds are dashed lines.
 
 from __future__ import annotations
 

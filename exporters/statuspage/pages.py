@@ -1,5 +1,4 @@
-"""Whole pages: the overview (and its wall-screen mode), a target's detail view, the answer to
-"probe now", and the short pages for refusals and wrong requests."""
+"""Whole pages: the overview and wall mode, a target's detail, "probe now" and refusals."""
 
 from __future__ import annotations
 

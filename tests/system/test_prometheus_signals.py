@@ -1,28 +1,27 @@
-"""The shipped alert rules in a real Prometheus, scraping the real daemon on the local mail system.
+"""The shipped alert rules in a real Prometheus, scraping the real daemon on the local mail system."""
 
-One daemon probes five targets every 3 s (docs/runbook.md, "How the alerts fit together"):
-
-| target | what happens | status | alerts |
-| --- | --- | --- | --- |
-| good | submission, delivered in time, all checks met | 0 | none |
-| slow | delivered 3 s late (`inbox+delay3`), warning 1 s, critical 30 s | 1 | DeliverySlow |
-| rejected | `550 5.1.1` at RCPT (`inbox+reject`) | 2 | Failing |
-| junked | direct send into the MX without AUTH from probe.test: SPF fail, no DKIM, DMARC fail, Junk; expects spf/dkim/dmarc pass and the inbox | 2 | Failing, JunkPlacement, AuthNotPassing x3 |
-| intra | direct send from partner.test (SPF pass, dkim=none, DMARC pass with p=none), expects only `placement: inbox`, like a probe inside one tenant | 0 | none |
-
-Prometheus (1 s scrape and rule evaluation) loads helm/rules/relayprobe.rules.yml unchanged, under
-a job name without "relayprobe" in it. Every alert of those targets has no `for:` (durations come
-from the 3 s interval in the expression), so each must be *firing*, not pending. The alerts with a
-`for:` are RelayProbeConfigReloadFailed (not provoked here) and RelayProbeExporterDown (5 minutes):
-the test stops the daemon and checks that ExporterDown is pending, alone, with the job and instance
-labels; that it turns to firing after 5 minutes is shown by promtool
-(helm/rules/tests/relayprobe.rules.test.yml), as are the alerts whose windows are hours long
-(1-hour intervals, RelayProbeNoRecentSuccess, certificate expiry).
-
-Prometheus starts first and tries the daemon's address before the daemon listens, so it sees every
-counter at 0; the documented success ratio must read exactly 0 for "rejected" at every evaluation
-step after its first and after its second failure. The dashboard's queries run on the same data.
-"""
+# One daemon probes five targets every 3 s (docs/runbook.md, "How the alerts fit together"):
+#
+# | target | what happens | status | alerts |
+# | --- | --- | --- | --- |
+# | good | submission, delivered in time, all checks met | 0 | none |
+# | slow | delivered 3 s late (`inbox+delay3`), warning 1 s, critical 30 s | 1 | DeliverySlow |
+# | rejected | `550 5.1.1` at RCPT (`inbox+reject`) | 2 | Failing |
+# | junked | direct send into the MX without AUTH from probe.test: SPF fail, no DKIM, DMARC fail, Junk; expects spf/dkim/dmarc pass and the inbox | 2 | Failing, JunkPlacement, AuthNotPassing x3 |
+# | intra | direct send from partner.test (SPF pass, dkim=none, DMARC pass with p=none), expects only `placement: inbox`, like a probe inside one tenant | 0 | none |
+#
+# Prometheus (1 s scrape and rule evaluation) loads helm/rules/relayprobe.rules.yml unchanged, under
+# a job name without "relayprobe" in it. Every alert of those targets has no `for:` (durations come
+# from the 3 s interval in the expression), so each must be *firing*, not pending. The alerts with a
+# `for:` are RelayProbeConfigReloadFailed (not provoked here) and RelayProbeExporterDown (5 minutes):
+# the test stops the daemon and checks that ExporterDown is pending, alone, with the job and instance
+# labels; that it turns to firing after 5 minutes is shown by promtool
+# (helm/rules/tests/relayprobe.rules.test.yml), as are the alerts whose windows are hours long
+# (1-hour intervals, RelayProbeNoRecentSuccess, certificate expiry).
+#
+# Prometheus starts first and tries the daemon's address before the daemon listens, so it sees every
+# counter at 0; the documented success ratio must read exactly 0 for "rejected" at every evaluation
+# step after its first and after its second failure. The dashboard's queries run on the same data.
 
 from __future__ import annotations
 

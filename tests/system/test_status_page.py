@@ -1,23 +1,23 @@
-"""The status page as a NOC engineer sees it: the real daemon on the local mail system, opened in
-headless Chromium (driven over the DevTools protocol with aiohttp's websocket client).
+"""The status page as a NOC engineer sees it: the real daemon on the local mail system, opened in"""
 
-Targets, one per state (docs/exporter.md, "Status page"):
-
-- ``ok``: a plain submission into the inbox.
-- ``slow``: to ``inbox+delay3@probe.test`` (the testbed delivers it 3 s late) with thresholds
-  warning 1 s, critical 30 s: delivered, ``latency_warning``, status WARNING.
-- ``rejected``: to ``inbox+reject@probe.test``: ``550 5.1.1`` at RCPT, CRITICAL, nothing sent
-  (placement "not sent"); backs off after three rejections in a row.
-- ``localca``: its ``smtp.ca_file`` is a copy of the test CA that the test deletes once the
-  daemon has loaded the config: a file readable at load time and gone since is this host's
-  problem, not the relay's, so the run ends ``internal_error`` with status UNKNOWN
-  (docs/architecture.md, "Reasons"). A wrong mailbox password would give ``imap_auth_failed``,
-  which is CRITICAL, not UNKNOWN.
-- ``misfiled``: a junk folder named ``<script>alert(1)</script>`` (target names cannot hold
-  ``<``: probe/config/fields.py ``Name``): ``folder_missing``, CRITICAL, a configuration-class
-  reason, so it backs off, and its message carries the markup the page must escape.
-- ``manual``: interval 1 h, so after its first run only "probe now" runs it.
-"""
+# headless Chromium (driven over the DevTools protocol with aiohttp's websocket client).
+#
+# Targets, one per state (docs/exporter.md, "Status page"):
+#
+# - ``ok``: a plain submission into the inbox.
+# - ``slow``: to ``inbox+delay3@probe.test`` (the testbed delivers it 3 s late) with thresholds
+#   warning 1 s, critical 30 s: delivered, ``latency_warning``, status WARNING.
+# - ``rejected``: to ``inbox+reject@probe.test``: ``550 5.1.1`` at RCPT, CRITICAL, nothing sent
+#   (placement "not sent"); backs off after three rejections in a row.
+# - ``localca``: its ``smtp.ca_file`` is a copy of the test CA that the test deletes once the
+#   daemon has loaded the config: a file readable at load time and gone since is this host's
+#   problem, not the relay's, so the run ends ``internal_error`` with status UNKNOWN
+#   (docs/architecture.md, "Reasons"). A wrong mailbox password would give ``imap_auth_failed``,
+#   which is CRITICAL, not UNKNOWN.
+# - ``misfiled``: a junk folder named ``<script>alert(1)</script>`` (target names cannot hold
+#   ``<``: probe/config/fields.py ``Name``): ``folder_missing``, CRITICAL, a configuration-class
+#   reason, so it backs off, and its message carries the markup the page must escape.
+# - ``manual``: interval 1 h, so after its first run only "probe now" runs it.
 
 from __future__ import annotations
 
