@@ -1,6 +1,7 @@
-"""The status page as a NOC engineer sees it: the real daemon on the local mail system, opened in"""
+"""The status page as a NOC engineer sees it: the real daemon, opened in headless Chromium."""
 
-# headless Chromium (driven over the DevTools protocol with aiohttp's websocket client).
+# The daemon probes the local mail system; Chromium is driven over the DevTools protocol with
+# aiohttp's websocket client.
 #
 # Targets, one per state (docs/exporter.md, "Status page"):
 #
