@@ -196,6 +196,23 @@ def _target_families(states: list[TargetState], *, fresh: bool = False) -> Itera
         "Unix time the relay's TLS certificate expires, as last seen (0: not seen yet).",
         labels=t,
     )
+    imap_cert = GaugeMetricFamily(
+        "relayprobe_imap_cert_expiry_timestamp_seconds",
+        "Unix time the IMAP server's TLS certificate expires, as seen at the last mailbox login "
+        "(0: not seen yet).",
+        labels=t,
+    )
+    client_cert = config(
+        "relayprobe_client_cert_expiry_timestamp_seconds",
+        "Unix time the SMTP client certificate (smtp.client_cert_file, a connector's) expires, "
+        "read at start-up and at every reload (0: unreadable); only targets that have one.",
+    )
+    auth_info = config(
+        "relayprobe_auth_info",
+        "How each side of a target authenticates (always 1): side smtp or imap, method password, "
+        "oauth2, token or none (no SMTP AUTH: direct_send, connector), the relay mode and cloud.",
+        ["target", "side", "method", "mode", "cloud"],
+    )
     backoff = GaugeMetricFamily(
         "relayprobe_backoff_seconds",
         "Current back-off: the delay before the next run, in place of the interval, after "
@@ -222,6 +239,11 @@ def _target_families(states: list[TargetState], *, fresh: bool = False) -> Itera
         late.add_metric(name, s.late)
         junk.add_metric(name, s.junk)
         cert.add_metric(name, _ts(s.cert_not_after))
+        imap_cert.add_metric(name, _ts(s.imap_cert_not_after))
+        if s.client_cert:
+            client_cert.add_metric(name, _ts(s.client_cert_not_after))
+        for side, method in s.auth:
+            auth_info.add_metric([s.name, side, method, s.mode, s.cloud], 1)
         backoff.add_metric(name, s.backoff_seconds)
         interval.add_metric(name, s.interval)
         if last is None:
@@ -245,7 +267,7 @@ def _target_families(states: list[TargetState], *, fresh: bool = False) -> Itera
             scl.add_metric(name, verdict.spam.scl)
     yield from (success, status, check_ok, threshold, runs, failed_runs, failures, check_failures)
     yield from (hist, last_delivery, phase, last_run, last_success)
-    yield from (late, junk, auth, scl, cert, backoff, interval)
+    yield from (late, junk, auth, scl, cert, imap_cert, client_cert, backoff, interval, auth_info)
 
 
 def exposition(

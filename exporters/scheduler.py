@@ -15,7 +15,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from exporters.limits import SendGate
-from exporters.store import ResultStore, TargetSpec
+from exporters.store import ResultStore, TargetSpec, client_cert_not_after
 from probe import (
     CONFIGURATION_REASONS,
     Config,
@@ -36,13 +36,39 @@ log = logging.getLogger("relayprobe.scheduler")
 
 
 def target_spec(target: Target) -> TargetSpec:
-    """What the metrics export of ``target``'s configuration (thresholds, configured checks)."""
+    """What the metrics export of ``target``'s configuration: thresholds, configured checks, how
+    each side authenticates, and the client certificate's expiry (read now: at start-up and at
+    every reload)."""
     th = target.thresholds
     levels = tuple(
         (lv, v) for lv, v in (("warning", th.warning), ("critical", th.critical)) if v is not None
     )
+    smtp_auth = target.smtp.auth  # None: no SMTP AUTH (direct_send, connector)
+    auth = (
+        ("smtp", smtp_auth.method if smtp_auth is not None else "none"),
+        ("imap", target.mailbox.auth.method),
+    )
+    cert_file, not_after = target.smtp.client_cert_file, None
+    if cert_file is not None:
+        try:
+            not_after = client_cert_not_after(cert_file)
+        except (OSError, ValueError) as exc:  # the probe reports it as tls_failed at its run
+            log.warning(
+                "cannot read the expiry of smtp.client_cert_file %s: %s",
+                cert_file,
+                exc,
+                extra={"target": target.name},
+            )
     return TargetSpec(
-        target.name, target.interval, levels, configured_checks(target.expect, target.thresholds)
+        target.name,
+        target.interval,
+        levels,
+        configured_checks(target.expect, target.thresholds),
+        mode=target.mode,
+        cloud=target.cloud,
+        auth=auth,
+        client_cert=cert_file is not None,
+        client_cert_not_after=not_after,
     )
 
 

@@ -7,6 +7,7 @@ import datetime as dt
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from probe import ProbeResult, Stage, rfc3339
 
@@ -96,6 +97,18 @@ class HistoryEntry:
         }
 
 
+def client_cert_not_after(path: Path) -> dt.datetime:
+    """notAfter of the first certificate in the PEM file ``path`` (smtp.client_cert_file, whose
+    first certificate is the one presented); OSError or ValueError when it cannot be read."""
+    from cryptography import x509  # only for targets with a client certificate
+
+    cert = x509.load_pem_x509_certificate(path.read_bytes())
+    try:
+        return cert.not_valid_after_utc
+    except AttributeError:  # cryptography < 42 (msal allows it): a naive UTC time
+        return cert.not_valid_after.replace(tzinfo=dt.UTC)
+
+
 @dataclass(frozen=True)
 class TargetSpec:
     """What the configuration says of a target that the metrics export (docs/exporter.md)."""
@@ -104,6 +117,12 @@ class TargetSpec:
     interval: float
     thresholds: tuple[tuple[str, float], ...] = ()  # ("warning", s), ("critical", s) if set
     checks: tuple[str, ...] = ()  # configured expectations (probe.configured_checks)
+    mode: str = "submission"  # submission | direct_send | connector | hve | acs
+    cloud: str = "global"
+    # (side, method) per side: ("smtp", "password" | "oauth2" | "token" | "none"), ("imap", …).
+    auth: tuple[tuple[str, str], ...] = ()
+    client_cert: bool = False  # smtp.client_cert_file is set
+    client_cert_not_after: dt.datetime | None = None  # read at load; None: unreadable
 
 
 @dataclass
@@ -113,6 +132,11 @@ class TargetState:
     name: str
     interval: float
     thresholds: tuple[tuple[str, float], ...] = ()
+    mode: str = "submission"
+    cloud: str = "global"
+    auth: tuple[tuple[str, str], ...] = ()  # (side, method), as TargetSpec.auth
+    client_cert: bool = False
+    client_cert_not_after: dt.datetime | None = None
     last: ProbeResult | None = None
     finished_at: dt.datetime | None = None
     last_success_at: dt.datetime | None = None
@@ -124,6 +148,7 @@ class TargetState:
     late: int = 0
     junk: int = 0
     cert_not_after: dt.datetime | None = None  # last one the relay showed; kept across failures
+    imap_cert_not_after: dt.datetime | None = None  # the IMAP server's, at the last login; kept
     backoff_seconds: float = 0.0
     consecutive_config_failures: int = 0
     consecutive_rejections: int = 0  # smtp_rejected runs in a row (persistent 5xx)
@@ -134,6 +159,12 @@ class TargetState:
     # The last HISTORY_LENGTH runs, oldest first (the status page's strip, /api/results).
     history: deque[HistoryEntry] = field(default_factory=lambda: deque(maxlen=HISTORY_LENGTH))
     version: int = 0  # bumped on every change, so the exposition re-renders only changed targets
+
+    @property
+    def basic_auth_submission(self) -> bool:
+        """Sends with SMTP AUTH and a password in mode submission, which Microsoft switches off
+        (docs/runbook.md, "RelayProbeBasicAuthInUse"); modes hve and acs are not affected."""
+        return self.mode == "submission" and ("smtp", "password") in self.auth
 
     def observe_delivery(self, seconds: float) -> None:
         self.bucket_counts[bisect.bisect_left(DELIVERY_BUCKETS, seconds)] += 1
@@ -170,6 +201,9 @@ class ResultStore:
         for name, spec in wanted.items():
             state = self._targets.setdefault(name, TargetState(name, spec.interval))
             state.interval, state.thresholds = spec.interval, spec.thresholds
+            state.mode, state.cloud, state.auth = spec.mode, spec.cloud, spec.auth
+            state.client_cert = spec.client_cert
+            state.client_cert_not_after = spec.client_cert_not_after
             # A check configured now starts at 0; one no longer configured loses its series.
             state.check_failures = {c: state.check_failures.get(c, 0) for c in spec.checks}
             state.version += 1
@@ -204,6 +238,8 @@ class ResultStore:
                 state.check_failures[check.check] += 1
         if result.smtp is not None and result.smtp.cert_not_after is not None:
             state.cert_not_after = result.smtp.cert_not_after
+        if result.mailbox_cert_not_after is not None:
+            state.imap_cert_not_after = result.mailbox_cert_not_after
         if result.arrival.placement == "junk":
             state.junk += 1
         if result.timings.delivery_seconds is not None:

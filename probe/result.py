@@ -387,6 +387,8 @@ class ProbeResult:
     # Every configured expectation of a delivered probe, met or not (empty when none arrived):
     # the primary ``reason`` is the worst of them, these are all of them (docs/architecture.md).
     checks: list[CheckResult] = field(default_factory=list)
+    # notAfter of the IMAP server's certificate at the mailbox login (None: not seen, no TLS).
+    mailbox_cert_not_after: dt.datetime | None = None
 
     @property
     def failed_checks(self) -> list[CheckResult]:
@@ -414,6 +416,7 @@ class ProbeResult:
             "auth": self.verdict.auth.to_dict(),
             "spam": self.verdict.spam.to_dict(),
             "checks": [c.to_dict() for c in self.checks],
+            "mailbox_cert_not_after": rfc3339(self.mailbox_cert_not_after),
         }
 
     @classmethod
@@ -437,6 +440,7 @@ class ProbeResult:
             verdict=HeaderVerdict.from_dict(data),
             probe_id=_get(data, "probe_id", str),
             checks=[CheckResult.from_dict(c) for c in _checks(data)],
+            mailbox_cert_not_after=_get(data, "mailbox_cert_not_after", dt.datetime),
         )
 
 

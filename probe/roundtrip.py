@@ -102,9 +102,13 @@ async def run_probe(
             watch = new_watch(config, target, token_provider=imap_token, run_id=run_id)
             step("mailbox login")
             await watch.start()
-        return await _round_trip(config, target, watch, started_at, smtp_token, send_slot, step)
+        result = await _round_trip(config, target, watch, started_at, smtp_token, send_slot, step)
+        result.mailbox_cert_not_after = watch.cert_not_after
+        return result
     except ProbeFailure as failure:
-        return _failed(target, started_at, failure)
+        result = _failed(target, started_at, failure)
+        result.mailbox_cert_not_after = watch.cert_not_after if watch is not None else None
+        return result
     except Exception as exc:  # a bug, not an expected failure: still a result, with the type named
         local = local_failure(Stage.CONFIG, exc, "running the probe")
         if (

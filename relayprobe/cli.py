@@ -1,4 +1,4 @@
-"""The ``relayprobe`` command line: once, analyze, validate, demo, run, doctor, login (lazy imports)."""
+"""The ``relayprobe`` command line: every subcommand imported only when it runs (fast --help)."""
 
 from __future__ import annotations
 
@@ -114,6 +114,24 @@ def _parser() -> argparse.ArgumentParser:
     analyze.add_argument("file", metavar="FILE", help="a .eml or pasted headers; - for stdin")
     analyze.add_argument("--json", action="store_true", help="print the verdict as JSON")
 
+    explain = sub.add_parser(
+        "explain",
+        help="what a Microsoft 365 status code, SMTP reply or AADSTS error means, its likely "
+        "cause and the admin action",
+    )
+    explain.add_argument(
+        "code",
+        nargs="+",
+        metavar="CODE",
+        help='an enhanced status code (5.7.139), a reply line ("550 5.7.515 Access denied, ..."), '
+        "an AADSTS code or Entra error text as pasted from an NDR or a log; - for stdin",
+    )
+    explain.add_argument(
+        "--json",
+        action="store_true",
+        help="print code, kind, reason, class, meaning, cause, action and docs link as JSON",
+    )
+
     validate = sub.add_parser("validate", help="check a configuration file and list every error")
     # The positional CONFIG predates --config; both stay, one of them is required.
     where = validate.add_mutually_exclusive_group(required=True)
@@ -180,6 +198,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from relayprobe.analyze import run_analyze
 
         return run_analyze(args.file, as_json=args.json, out=sys.stdout, err=sys.stderr)
+    if args.command == "explain":
+        from relayprobe.explain import run_explain
+
+        return run_explain(" ".join(args.code), as_json=args.json, out=sys.stdout, err=sys.stderr)
     if args.command == "validate":
         from relayprobe.validate import run_validate
 

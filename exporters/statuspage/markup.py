@@ -196,6 +196,9 @@ time { white-space: nowrap; }
 .target .state { display: flex; flex-direction: column; gap: 4px; align-items: flex-start; }
 .target .main { min-width: 0; overflow-wrap: anywhere; }
 .target .facts { color: var(--muted); font-size: .92em; margin-top: 1px; }
+.readiness { display: inline-block; margin-left: 6px; padding: 0 5px; border-radius: 3px;
+  border: 1px solid var(--warning); background: var(--warning-bg); color: #7a5200;
+  font-size: .68em; font-weight: 600; vertical-align: 2px; white-space: nowrap; cursor: help; }
 .target .why { margin-top: 3px; }
 .reason { font-weight: 600; font-family: "DejaVu Sans Mono", ui-monospace, monospace;
   font-size: .92em; }

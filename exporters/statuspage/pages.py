@@ -119,6 +119,22 @@ def _why(result: ProbeResult, *, full: bool = True) -> str:
     return out + "</div>"
 
 
+#: The readiness warning on the row of a target that sends with SMTP AUTH and a password in mode
+#: submission (docs/runbook.md, "RelayProbeBasicAuthInUse"), shown on hover.
+BASIC_AUTH_NOTE = (
+    "Sends with SMTP AUTH and a password (mode submission): Microsoft 365 switches this off by "
+    "default for existing tenants at the end of December 2026. Move the target, and the "
+    "applications it stands for, to OAuth (auth.method oauth2, XOAUTH2) or to High Volume Email "
+    "or Azure Communication Services (mode hve or acs)."
+)
+
+
+def _readiness(st: TargetState) -> str:
+    if not st.basic_auth_submission:
+        return ""
+    return f' <span class="readiness" title="{esc(BASIC_AUTH_NOTE)}">basic auth</span>'
+
+
 def _probe_button(root: str, name: str) -> str:
     return (
         f'<form method="post" action="{target_href(root, name, "probe")}">'
@@ -152,7 +168,8 @@ def _row(v: TargetView, now: dt.datetime, root: str) -> str:
         f'<article class="target state-{esc(v.key)}" id="target-{name}" data-name="{name}" '
         f'data-state="{esc(v.key)}" data-runs="{st.runs}">'
         f'<div class="state">{badge(v.key, v.label)}<span class="age">{age}</span></div>'
-        f'<div class="main"><h2><a href="{target_href(root, v.name)}">{name}</a></h2>'
+        f'<div class="main"><h2><a href="{target_href(root, v.name)}">{name}</a>'
+        f"{_readiness(st)}</h2>"
         f'<div class="facts">{" · ".join(facts)}</div>{why}</div>'
         f'<div class="history-cell">{state_svg(st)}'
         f'<div class="history-caption">{esc(caption)}</div></div>'

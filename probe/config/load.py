@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from probe.config.clouds import apply_cloud, cloud_of
 from probe.config.durations import format_duration
 from probe.config.messages import error_order, kind_of, translate
 from probe.config.model import (
@@ -58,11 +59,14 @@ def _prepare(data: Mapping[str, Any], env: Mapping[str, str], ctx: dict[str, Any
     if not isinstance(out.get("targets"), list):
         return out
     out["targets"], seen = [dict(t) if isinstance(t, Mapping) else t for t in out["targets"]], {}
+    defaults = out.get("defaults")
+    default_cloud = defaults.get("cloud") if isinstance(defaults, Mapping) else None
     for i, t in enumerate(out["targets"]):
         if not isinstance(t, dict):
             continue
-        # Relay-mode presets (probe/config/presets.py): fill defaults, report contradictions.
-        t = out["targets"][i] = apply_preset(t, f"targets[{i}]", ctx["errors"], ctx["warnings"])
+        # The target's cloud (its own or defaults.cloud), also in its auth blocks
+        # (probe/config/clouds.py): the presets' hosts and the authority follow it.
+        t = out["targets"][i] = apply_cloud(t, default_cloud)
         name = t.get("name")
         if isinstance(name, str) and seen.setdefault(name, i) != i:
             ctx["errors"].append(
@@ -73,6 +77,9 @@ def _prepare(data: Mapping[str, Any], env: Mapping[str, str], ctx: dict[str, Any
             if isinstance(s, Mapping) and isinstance(s.get("auth"), Mapping):
                 where = f"targets[{i}].{sec}.auth"
                 t[sec] = {**s, "auth": resolve_secrets(s["auth"], Auth._secret_fields, where, **kw)}
+        # Relay-mode presets (probe/config/presets.py): fill defaults, report contradictions.
+        # After the secrets, so a preset can tell a missing password from a failed one.
+        out["targets"][i] = apply_preset(t, f"targets[{i}]", ctx["errors"], ctx["warnings"])
     return out
 
 
@@ -261,5 +268,12 @@ def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None) -
 
 
 def redacted_dict(config: Config) -> dict[str, Any]:
-    """The config as plain data for display, every secret shown as "<secret>"."""
-    return config.model_dump(mode="json", exclude={"warnings"})
+    """The config as plain data for display, every secret shown as "<secret>". An oauth2 block
+    shows the authority it will use: the written one, or its cloud's for tenant_id."""
+    data = config.model_dump(mode="json", exclude={"warnings"})
+    for target in data["targets"]:
+        for side in ("smtp", "mailbox"):
+            auth = target[side].get("auth")
+            if auth and auth["method"] == "oauth2" and not auth["authority"]:
+                auth["authority"] = cloud_of(auth["cloud"]).authority_for(auth["tenant_id"])
+    return data

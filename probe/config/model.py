@@ -9,6 +9,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from probe.config.clouds import CloudName, cloud_of
 from probe.config.fields import (
     Address,
     CaFile,
@@ -91,17 +92,30 @@ class Auth(_Model):
     thumbprint: Annotated[str, AfterValidator(checked(sha1_thumbprint))] | None = None
     certificate_passphrase: Secret | None = None
     authority: Annotated[str, Field(pattern=r"^https://\S+$")] | None = None
-    scope: Text = "https://outlook.office365.com/.default"  # smtp/mailbox fill delegated ones
+    # oauth2: its cloud's scope unless written (fill_scope); smtp/mailbox fill delegated ones first.
+    scope: Text | None = None
+    # The cloud whose authority and scope the block uses: the target's unless written here (the
+    # loader copies it in; docs/configuration.md#cloud). Any method may carry it.
+    cloud: CloudName = "global"
     token: Secret | None = None
     # device_code: a user signs in once (relayprobe login); the refresh token lives in this file.
     flow: Literal["client_credentials", "device_code"] = "client_credentials"
     token_cache_file: NewFile | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def fill_scope(cls, data: Any) -> Any:
+        """An oauth2 block without scope asks for its cloud's Exchange Online (app-only) scope."""
+        if isinstance(data, dict) and data.get("method") == "oauth2" and "scope" not in data:
+            data = {**data, "scope": cloud_of(data.get("cloud")).scope}
+        return data
+
     @model_validator(mode="after")
     def check_rules(self) -> Auth:
         m, got = self.method, {k for k in self.model_fields_set if getattr(self, k) is not None}
         out = [
-            (k, f'not used by method "{m}"') for k in sorted(got - self._allowed[m] - {"method"})
+            (k, f'not used by method "{m}"')
+            for k in sorted(got - self._allowed[m] - {"method", "cloud"})
         ]
         out.remove(("username", f'not used by method "{m}"')) if "username" in got else None
         need = {"password": "password", "token": "token", "oauth2": "client_id"}[m]
@@ -156,16 +170,9 @@ class Auth(_Model):
         return out
 
 
-#: Delegated permissions a device-code sign-in asks for when auth.scope is left out (MSAL adds
-#: offline_access, openid and profile itself and refuses them in the list).
-DELEGATED_SCOPES = {
-    "smtp": "https://outlook.office.com/SMTP.Send",
-    "imap": "https://outlook.office.com/IMAP.AccessAsUser.All",
-}
-
-
 def _delegated_scope(protocol: str) -> Any:
-    """Fill auth.scope with the protocol's delegated permission for a device-code sign-in."""
+    """Fill auth.scope with the protocol's delegated permission for a device-code sign-in, in the
+    block's cloud (MSAL adds offline_access, openid and profile itself and refuses them)."""
 
     def fill(data: Any) -> Any:
         auth = data.get("auth") if isinstance(data, dict) else None
@@ -174,7 +181,8 @@ def _delegated_scope(protocol: str) -> Any:
             "device_code",
         )
         if device and "scope" not in auth:
-            data = {**data, "auth": {**auth, "scope": DELEGATED_SCOPES[protocol]}}
+            scope = cloud_of(auth.get("cloud")).delegated_scope(protocol)
+            data = {**data, "auth": {**auth, "scope": scope}}
         return data
 
     return model_validator(mode="before")(classmethod(lambda _cls, data: fill(data)))
@@ -257,7 +265,11 @@ class Thresholds(_Model):
 
 class TargetBase(_Model):
     name: Name
-    mode: Literal["submission", "direct_send", "connector"] = "submission"
+    # Relay path (probe/config/presets.py); exporters label metrics with mode and cloud.
+    mode: Literal["submission", "direct_send", "connector", "hve", "acs"] = "submission"
+    # Microsoft cloud: default hosts, authority and scope (probe/config/clouds.py); the loader
+    # fills it from defaults.cloud when the target sets none.
+    cloud: CloudName = "global"
     smtp: Smtp
     mail_from: Address
     rcpt_to: Address
@@ -288,6 +300,7 @@ class Defaults(_Model):
     jitter: Duration = 15.0
     junk_folders: list[Text] = Field(default_factory=lambda: ["Junk Email"])
     late_grace: Duration = 3600.0
+    cloud: CloudName = "global"
     expect: Expect = Field(default_factory=Expect)
     thresholds: Thresholds = Field(default_factory=Thresholds)
 

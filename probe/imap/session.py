@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import datetime as dt
 import logging
 import re
 import socket
@@ -168,6 +169,13 @@ def _login(cfg: Mailbox, client: imapclient.IMAPClient, token: str | None) -> No
             remedy="the connection to the IMAP server broke during login; tried again at the "
             "next run",
         ) from None
+
+
+def cert_not_after(client: imapclient.IMAPClient) -> dt.datetime | None:
+    """notAfter of the certificate the IMAP server presented on ``client``'s connection (None
+    without TLS), as SmtpReceipt.cert_not_after is on the relay's side."""
+    sock = client.socket()
+    return tls.describe(sock)[2] if isinstance(sock, ssl.SSLSocket) else None
 
 
 def server_text(exc: BaseException) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import datetime as dt
 import logging
 import threading
 from collections.abc import Awaitable, Callable
@@ -85,6 +86,14 @@ class MailboxWatch:
             )
             for folder in self.folders
         ]
+
+    @property
+    def cert_not_after(self) -> dt.datetime | None:
+        """notAfter of the IMAP server's certificate at the latest login of any of its folders
+        (None before the first login, or without TLS)."""
+        seen = [w for w in self.watchers if w.logged_in_at is not None]
+        latest = max(seen, key=lambda w: w.logged_in_at or 0.0, default=None)
+        return latest.cert_not_after if latest is not None else None
 
     def placement(self, folder: str) -> str:
         return "inbox" if folder == self.cfg.folder else "junk"

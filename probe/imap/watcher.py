@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import random
 import threading
@@ -110,6 +111,10 @@ class FolderWatcher:
         # time.monotonic() of the last lost connection; None while the watcher is connected.
         self.down_since: float | None = None
         self.last_lost_at: float | None = None
+        # The IMAP server's certificate notAfter at this watcher's latest login, and when
+        # (monotonic) that was: MailboxWatch.cert_not_after takes the newest of its folders.
+        self.cert_not_after: dt.datetime | None = None
+        self.logged_in_at: float | None = None
 
     # -- called from the event loop's side -------------------------------------------------
     def open(self) -> None:
@@ -125,6 +130,7 @@ class FolderWatcher:
             if not self._token_refused(token):
                 raise
             client = imap.connect(self.cfg, token=self._token_source())
+        self.cert_not_after, self.logged_in_at = imap.cert_not_after(client), time.monotonic()
         try:
             status = imap.select(self.cfg, client, self.folder)
         except ProbeFailure:

@@ -17,7 +17,6 @@ from probe.result import Reason, Stage
 if TYPE_CHECKING:
     from probe.config import Auth
 
-DEFAULT_AUTHORITY = "https://login.microsoftonline.com/"
 #: Trust this PEM CA bundle (alone) for the token authority; tests and private authorities.
 CA_ENV = "RELAYPROBE_OAUTH_CA_FILE"
 HTTP_TIMEOUT = 30.0
@@ -30,8 +29,25 @@ log = logging.getLogger("relayprobe.oauth")
 
 
 def authority_of(auth: Auth) -> str:
-    """The authority URL: the configured one (sovereign clouds, tests) or Entra's for tenant_id."""
-    return (auth.authority or f"{DEFAULT_AUTHORITY}{auth.tenant_id}").rstrip("/")
+    """The authority URL: the configured one (private authorities, tests) or, for tenant_id, the
+    one of the block's cloud (login.microsoftonline.com, .us, partner.microsoftonline.cn)."""
+    from probe.config.clouds import cloud_of  # lazily: probe.config loads pydantic
+
+    if auth.authority:
+        return auth.authority.rstrip("/")
+    return cloud_of(getattr(auth, "cloud", None)).authority_for(auth.tenant_id)
+
+
+def _authority_host(auth: Auth) -> str:
+    return authority_of(auth).split("/")[2]
+
+
+def _for_cloud(auth: Auth, remedy: str) -> str:
+    """A remedy naming the global scope (probe/m365/codes.py) with this block's cloud's scope:
+    a GCC High app asks for https://outlook.office365.us/.default (docs/m365.md#sovereign-clouds)."""
+    from probe.config.clouds import CLOUDS, cloud_of
+
+    return remedy.replace(CLOUDS["global"].scope, cloud_of(getattr(auth, "cloud", None)).scope)
 
 
 def _status_session() -> Any:
@@ -108,7 +124,7 @@ def explain_error(auth: Auth, error: str, description: str, codes: list[int]) ->
     code = f"AADSTS{codes[0]}" if codes else None
     known = aadsts_remedy(code or first)
     if known:
-        return f"{error}: {first}", known[1]
+        return f"{error}: {first}", _for_cloud(auth, known[1])
     return f"{error}: {first}", (
         "look up the AADSTS code at https://login.microsoftonline.com/error and check "
         "tenant_id, client_id and the credential of this auth block"
@@ -182,7 +198,9 @@ def explain_exception(
     known = aadsts_remedy(text)
     if known:
         code, remedy = known
-        return token_failure(auth, f"{code} ({type(exc).__name__})", remedy, secrets)
+        return token_failure(
+            auth, f"{code} ({type(exc).__name__})", _for_cloud(auth, remedy), secrets
+        )
     if "password was not given" in lowered or "private key is encrypted" in lowered:
         return token_failure(
             auth,
@@ -216,7 +234,7 @@ def explain_exception(
             auth,
             f"the authority's certificate is not trusted ({short_text(exc)})",
             f"trust the authority's CA ({CA_ENV}=FILE, or the system store), or exempt "
-            "login.microsoftonline.com from TLS inspection",
+            f"{_authority_host(auth)} from TLS inspection",
             secrets,
         )
     if any(isinstance(x, requests.exceptions.SSLError) for x in chain):

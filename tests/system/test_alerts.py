@@ -143,7 +143,8 @@ def test_unit_tests_fail_when_the_pending_period_is_dropped(alert: str, tmp_path
 def test_alerts_have_severity_summary_description_and_a_runbook_section() -> None:
     headings = set(re.findall(r"^##+ (\S+)", RUNBOOK.read_text(), re.M))
     for rule in rules():
-        assert rule["labels"]["severity"] in {"warning", "critical"}, rule["alert"]
+        # info: a readiness notice (RelayProbeBasicAuthInUse), never a page.
+        assert rule["labels"]["severity"] in {"info", "warning", "critical"}, rule["alert"]
         assert rule["annotations"]["summary"] and rule["annotations"]["description"], rule["alert"]
         assert rule["alert"] in headings, f"docs/runbook.md has no section for {rule['alert']}"
 
@@ -196,6 +197,24 @@ def test_verdict_alerts_judge_only_what_expect_configures() -> None:
             assert "result!=" not in expr and "histogram_quantile" not in expr, alert
         named = set().union(*(re.findall(r"check=~?\"([a-z|]+)\"", e) for e in exprs))
         assert set("|".join(named).split("|")) == checks, alert
+
+
+def test_readiness_alerts_come_from_the_configuration_series() -> None:
+    """BasicAuthInUse reads relayprobe_auth_info (from start-up, no run needed) for exactly SMTP
+    AUTH with a password in mode submission; ClientCertExpiring the certificate read at load."""
+    exprs = {r["alert"]: r["expr"] for r in rules()}
+    basic = exprs["RelayProbeBasicAuthInUse"]
+    assert metric_names_in(basic) == {"relayprobe_auth_info"}
+    selectors = dict(re.findall(r'(\w+)="([^"]*)"', basic))
+    assert selectors == {"side": "smtp", "method": "password", "mode": "submission"}
+    assert metric_names_in(exprs["RelayProbeClientCertExpiring"]) == {
+        "relayprobe_client_cert_expiry_timestamp_seconds"
+    }
+    assert "21 * 86400" in exprs["RelayProbeClientCertExpiring"]
+    sides = {r["labels"].get("side") for r in rules() if r["alert"] == "RelayProbeTLSCertExpiring"}
+    assert sides == {"smtp", "imap"}  # the relay's and the IMAP server's, told apart
+    failing = exprs["RelayProbeFailing"]
+    assert "relayprobe_imap_cert_expiry_timestamp_seconds" in failing  # yields to either expiry
 
 
 def test_unit_tests_cover_a_one_minute_and_a_one_hour_interval() -> None:

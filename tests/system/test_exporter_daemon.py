@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import os
 import re
@@ -45,6 +46,41 @@ pytestmark = pytest.mark.testbed
 PROMTOOL = "/usr/bin/promtool"
 PROMETHEUS = "/usr/bin/prometheus"
 CHROMIUM = "/usr/bin/chromium"
+# The connector target's client certificate, next to the config file (relative paths in the config
+# are taken from its directory): written by the daemon fixture, expiring within 21 days.
+CLIENT_CERT, CLIENT_KEY = "connector-client.crt", "connector-client.key"
+TARGETS = ("good", "broken", "badauth", "late", "connector")  # config_doc's
+
+
+def write_client_cert(directory: Path, days: float) -> float:
+    """A self-signed client certificate valid for ``days`` more days; returns its notAfter."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "relay.probe.test")])
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .sign(key, hashes.SHA256())
+    )
+    (directory / CLIENT_CERT).write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (directory / CLIENT_KEY).write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return (now + dt.timedelta(days=days)).timestamp()
 
 
 def config_doc(tb, instance: str, extra: list[dict] | None = None) -> dict:
@@ -67,7 +103,23 @@ def config_doc(tb, instance: str, extra: list[dict] | None = None) -> dict:
         },
     )
     badauth["interval"] = "2s"
-    targets = [target("good"), target("broken", rcpt_to="inbox+reject@probe.test"), badauth, late]
+    # A certificate-based connector into the MX (no AUTH), run once per start and reload: its
+    # client certificate expires within 21 days (relayprobe_client_cert_expiry_timestamp_seconds).
+    connector = target(
+        "connector",
+        mode="connector",
+        interval="1h",
+        smtp={"port": tb.mx_port, "client_cert_file": CLIENT_CERT, "client_key_file": CLIENT_KEY},
+    )
+    connector["smtp"].pop("auth")
+    connector["expect"], connector["thresholds"] = {"placement": "any"}, {}
+    targets = [
+        target("good"),
+        target("broken", rcpt_to="inbox+reject@probe.test"),
+        badauth,
+        late,
+        connector,
+    ]
     return {
         "instance": instance,
         "tag_secret": "${TB_TAG_SECRET}",
@@ -78,6 +130,7 @@ def config_doc(tb, instance: str, extra: list[dict] | None = None) -> dict:
 @pytest.fixture(scope="module")
 def daemon(testbed, tmp_path_factory) -> Iterator[Daemon]:
     tmp = tmp_path_factory.mktemp("exporter")
+    write_client_cert(tmp, 10)  # next to relayprobe.yml, which names it relatively
     instance = f"test-exp-{os.getpid()}-{int(time.time()) % 100000}"
     with running_daemon(
         testbed,
@@ -104,6 +157,30 @@ def test_every_target_has_series_from_start_up(daemon):
         assert value(m, "relayprobe_failed_runs_total", target=name) is not None, name
     assert value(m, "relayprobe_status", target="late") in (0.0, 1.0, 2.0, 3.0)
     assert value(m, "relayprobe_config_last_reload_successful") == 1
+    # From the configuration, before any run: how each side authenticates, the client certificate.
+    auth = {
+        (labels["target"], labels["side"]): labels
+        for (n, key), v in m.items()
+        if n == "relayprobe_auth_info" and v == 1
+        for labels in [dict(key)]
+    }
+    assert set(auth) == {(t, side) for t in TARGETS for side in ("smtp", "imap")}
+    assert auth[("good", "smtp")] == {
+        "target": "good",
+        "side": "smtp",
+        "method": "password",
+        "mode": "submission",
+        "cloud": "global",
+    }
+    assert (auth[("connector", "smtp")]["method"], auth[("connector", "smtp")]["mode"]) == (
+        "none",
+        "connector",
+    )
+    assert auth[("connector", "imap")]["method"] == "password"
+    expiry = value(m, "relayprobe_client_cert_expiry_timestamp_seconds", target="connector")
+    assert time.time() + 9 * 86400 < expiry < time.time() + 21 * 86400
+    assert value(m, "relayprobe_client_cert_expiry_timestamp_seconds", target="good") is None
+    assert value(m, "relayprobe_imap_cert_expiry_timestamp_seconds", target="good") is not None
 
 
 def _version() -> str:
@@ -301,8 +378,14 @@ def test_good_reload_is_applied(daemon):
     extra = target_dict(daemon.tb, "extra", interval="3s", jitter=0, timeout="10s")
     extra["thresholds"] = {}
     daemon.write_config(config_doc(daemon.tb, daemon.instance, [extra]))
+    # A renewed client certificate (still within 21 days) is read again at the reload.
+    renewed = write_client_cert(daemon.config.parent, 15)
     status, body, _ = http(f"{daemon.url}/-/reload", method="POST")
     assert (status, body) == (200, "config reloaded\n")
+    expiry = value(
+        daemon.metrics(), "relayprobe_client_cert_expiry_timestamp_seconds", target="connector"
+    )
+    assert expiry == renewed
     wait_for(
         "the new target to run",
         lambda: value(daemon.metrics(), "relayprobe_success", target="extra") == 1,
@@ -344,6 +427,7 @@ def test_prometheus_scrapes_the_daemon(daemon, tmp_path):
     target = daemon.url.removeprefix("http://")
     (tmp_path / "prometheus.yml").write_text(
         "global: {scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s}\n"
+        f"rule_files: ['{RULES}']\n"
         f"scrape_configs:\n  - job_name: relayprobe\n    static_configs: [{{targets: ['{target}']}}]\n"
     )
     cmd = [
@@ -374,6 +458,23 @@ def test_prometheus_scrapes_the_daemon(daemon, tmp_path):
                 f"{exc}; daemon results: {http(daemon.url + '/api/results')[1]}"
             ) from None
         assert got["metric"]["instance"] == target and got["value"][1] == "1"
+
+        # The shipped rules on the live series: the connector's client certificate expires within
+        # 21 days; the password submission targets send with basic auth, the connector does not.
+        def firing() -> set[tuple[str, str]] | None:
+            status, body, _ = http(f"http://127.0.0.1:{port}/api/v1/alerts", timeout=2)
+            alerts = json.loads(body)["data"]["alerts"] if status == 200 else []
+            got = {
+                (a["labels"]["alertname"], a["labels"].get("target", ""))
+                for a in alerts
+                if a["state"] == "firing"
+            }
+            return got if ("RelayProbeClientCertExpiring", "connector") in got else None
+
+        alerts = wait_for("RelayProbeClientCertExpiring for the connector target", firing, 30)
+        assert ("RelayProbeBasicAuthInUse", "good") in alerts
+        assert ("RelayProbeBasicAuthInUse", "connector") not in alerts
+        assert ("RelayProbeClientCertExpiring", "good") not in alerts
     finally:
         prom.terminate()
         prom.wait(15)
@@ -397,7 +498,7 @@ def test_status_page_renders_in_headless_chromium(daemon, tmp_path):
         [*base, "--dump-dom", f"{daemon.url}/"], capture_output=True, text=True, timeout=60
     ).stdout
     rows = re.findall(r'<article class="target state-(\w+)" id="target-([^"]+)"', dom)
-    assert {name for _, name in rows} == {"good", "broken", "badauth", "late"}, dom[:2000]
+    assert {name for _, name in rows} == set(TARGETS), dom[:2000]
     assert ("ok", "good") in rows and ("critical", "broken") in rows
     subprocess.run(
         [*base, f"--screenshot={shot}", f"{daemon.url}/"],

@@ -9,6 +9,7 @@ import json
 import logging
 import platform
 import time
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -16,8 +17,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from exporters.limits import SendGate
 from exporters.logs import JsonFormatter, LogfmtFormatter
 from exporters.metrics import exposition
+from exporters.scheduler import target_spec
+from exporters.statuspage import overview_page
 from exporters.store import DELIVERY_BUCKETS, ResultStore, TargetSpec
-from probe.result import CheckResult, Reason, Status
+from probe.config import Config, parse_config
+from probe.result import CheckResult, ProbeResult, Reason, Status
 from tests.results import NOW, delivered, failed, sample_store
 
 
@@ -218,3 +222,172 @@ def test_configured_checks_and_thresholds_are_exported_and_counted_from_zero():
     failures = {k[1]: v for k, v in m.items() if k[0] == "relayprobe_check_failures_total"}
     assert set(failures.values()) == {1}  # both configured checks counted; dkim is not configured
     assert m[("relayprobe_status", frozenset({("target", "t")}))] == 2
+
+
+# -- values from the configuration: how targets authenticate, a connector's client certificate ---
+
+
+def write_client_cert(directory: Path, days: float) -> dt.datetime:
+    """A self-signed client certificate (connector.crt, connector.key) valid for ``days`` more
+    days; returns its notAfter."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "relay.contoso.com")])
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    not_after = now + dt.timedelta(days=days)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(not_after)
+        .sign(key, hashes.SHA256())
+    )
+    (directory / "connector.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (directory / "connector.key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return not_after
+
+
+def m365_config(directory: Path) -> Config:
+    """A password submission target and a connector target (client certificate, OAuth mailbox)."""
+    mailbox = {
+        "host": "outlook.office365.com",
+        "auth": {"method": "password", "username": "inbox@contoso.com", "password": "pw"},
+    }
+    oauth_mailbox = {
+        **mailbox,
+        "auth": {
+            "method": "oauth2",
+            "username": "inbox@contoso.com",
+            "tenant_id": "contoso.onmicrosoft.com",
+            "client_id": "11111111-2222-3333-4444-555555555555",
+            "client_secret": "s",
+        },
+    }
+    targets = [
+        {
+            "name": "basic",
+            "mode": "submission",
+            "smtp": {
+                "auth": {"method": "password", "username": "app@contoso.com", "password": "pw"}
+            },
+            "mail_from": "app@contoso.com",
+            "rcpt_to": "inbox@contoso.com",
+            "mailbox": mailbox,
+        },
+        {
+            "name": "connector",
+            "mode": "connector",
+            "smtp": {
+                "host": "contoso-com.mail.protection.outlook.com",
+                "client_cert_file": "connector.crt",
+                "client_key_file": "connector.key",
+            },
+            "mail_from": "scanner@contoso.com",
+            "rcpt_to": "inbox@contoso.com",
+            "mailbox": oauth_mailbox,
+        },
+    ]
+    data = {"instance": "unit", "tag_secret": "tag-secret-0123456789", "targets": targets}
+    return parse_config(data, base_dir=directory, environ={})
+
+
+def test_auth_info_and_client_cert_expiry_come_from_the_configuration(tmp_path, caplog):
+    not_after = write_client_cert(tmp_path, 10)
+    config = m365_config(tmp_path)
+    store = ResultStore()
+    store.set_targets(target_spec(t) for t in config.targets)
+    m = samples(exposition(store, version="9.9", reload_ok=lambda: True))
+    info = {
+        dict(k[1])["target"] + "/" + dict(k[1])["side"]: dict(k[1])
+        for k in m
+        if k[0] == "relayprobe_auth_info"
+    }
+    assert set(info) == {"basic/smtp", "basic/imap", "connector/smtp", "connector/imap"}
+    assert info["basic/smtp"] == {
+        "target": "basic",
+        "side": "smtp",
+        "method": "password",
+        "mode": "submission",
+        "cloud": "global",
+    }
+    assert (info["connector/smtp"]["method"], info["connector/smtp"]["mode"]) == (
+        "none",
+        "connector",
+    )
+    assert (info["basic/imap"]["method"], info["connector/imap"]["method"]) == (
+        "password",
+        "oauth2",
+    )
+    assert all(v == 1 for k, v in m.items() if k[0] == "relayprobe_auth_info")
+    expiry = {
+        dict(k[1])["target"]: v
+        for k, v in m.items()
+        if k[0] == "relayprobe_client_cert_expiry_timestamp_seconds"
+    }
+    assert expiry == {"connector": not_after.timestamp()}  # no series without a client cert
+    assert store.get("basic").basic_auth_submission
+    assert not store.get("connector").basic_auth_submission
+
+    # A reload reads the file again: a renewed certificate shows at once.
+    renewed = write_client_cert(tmp_path, 90)
+    store.set_targets(target_spec(t) for t in m365_config(tmp_path).targets)
+    m = samples(exposition(store, version="9.9", reload_ok=lambda: True))
+    key = ("relayprobe_client_cert_expiry_timestamp_seconds", frozenset({("target", "connector")}))
+    assert m[key] == renewed.timestamp()
+
+    # A file that holds no certificate: 0 (unknown), and the log says why.
+    (tmp_path / "connector.crt").write_text("not a certificate\n")
+    with caplog.at_level(logging.WARNING, logger="relayprobe.scheduler"):
+        store.set_targets(target_spec(t) for t in m365_config(tmp_path).targets)
+    m = samples(exposition(store, version="9.9", reload_ok=lambda: True))
+    assert m[key] == 0
+    assert any("smtp.client_cert_file" in r.getMessage() for r in caplog.records)
+
+
+def test_imap_cert_expiry_is_kept_across_runs_and_in_api_results():
+    store = ResultStore()
+    store.set_targets([("a", 60.0)])
+    key = ("relayprobe_imap_cert_expiry_timestamp_seconds", frozenset({("target", "a")}))
+    assert samples(exposition(store, version="9.9", reload_ok=lambda: True))[key] == 0
+    seen = NOW + dt.timedelta(days=40)
+    store.record(dataclasses.replace(delivered("a", 1.0), mailbox_cert_not_after=seen), NOW)
+    store.record(failed("a"), NOW)  # a run that did not log in keeps the last one seen
+    assert samples(exposition(store, version="9.9", reload_ok=lambda: True))[key] == (
+        seen.timestamp()
+    )
+    (result,) = store.results()
+    assert result["mailbox_cert_not_after"] is None  # the last run's own field
+    data = json.loads(
+        json.dumps(dataclasses.replace(delivered("a", 1.0), mailbox_cert_not_after=seen).to_dict())
+    )
+    assert data["mailbox_cert_not_after"] == "2027-01-06T12:00:00.000Z"
+    assert ProbeResult.from_dict(data).mailbox_cert_not_after == seen
+
+
+def test_status_page_marks_targets_that_send_with_a_password_over_submission(tmp_path):
+    write_client_cert(tmp_path, 10)
+    store = ResultStore()
+    store.set_targets(target_spec(t) for t in m365_config(tmp_path).targets)
+    page = overview_page(store.states(), next_run=lambda name: None, now=NOW, version="9.9")
+    rows = {
+        name: row
+        for row in page.text.split("<article ")[1:]
+        for name in [row.split('data-name="', 1)[1].split('"', 1)[0]]
+    }
+    assert 'class="readiness"' in rows["basic"] and 'class="readiness"' not in rows["connector"]
+    title = rows["basic"].split('class="readiness" title="', 1)[1].split('"', 1)[0]
+    assert "end of December 2026" in title
+    assert "XOAUTH2" in title and "High Volume Email" in title and "mode hve or acs" in title

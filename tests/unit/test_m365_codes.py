@@ -100,3 +100,91 @@ def test_configuration_class_codes_trigger_backoff() -> None:
     for entry in SMTP_CODES:
         if entry.enhanced in ("5.7.3", "5.7.139", "5.7.30", "5.2.252", "5.7.64", "5.7.68", "4.3.2"):
             assert entry.reason in CONFIGURATION_REASONS, entry
+
+
+def test_every_entry_says_what_it_means_and_why() -> None:
+    for entry in SMTP_CODES:
+        assert len(entry.meaning) > 10 and len(entry.cause) > 10, entry
+        assert entry.docs is None or entry.docs.startswith("https://"), entry
+    for code, error in AADSTS.items():
+        assert len(error.meaning) > 5 and len(error.cause) > 20, code
+
+
+def test_a_code_with_variants_has_a_meaning_of_its_own() -> None:
+    counts: dict[str, int] = {}
+    for entry in SMTP_CODES:
+        counts[entry.enhanced] = counts.get(entry.enhanced, 0) + 1
+    assert {code for code, n in counts.items() if n > 1} == set(codes.CODE_MEANINGS)
+
+
+def test_entries_for_finds_every_variant_and_ranges() -> None:
+    assert [e.match for e in codes.entries_for("5.7.139")] == [
+        "basic authentication is disabled",
+        "for the tenant",
+        "for the mailbox",
+        "organization configuration",
+        None,
+    ]
+    assert [e.enhanced for e in codes.entries_for("4.7.650")] == ["4.7.500-699"]
+    assert codes.entries_for("5.7.999") == ()
+
+
+CONNECTOR_DOCS = (
+    "https://learn.microsoft.com/en-us/defender-office-365/connectors-mail-flow-intelligence"
+)
+
+
+@pytest.mark.parametrize(
+    ("reply", "reason", "meaning", "action"),
+    [
+        # Microsoft 365 delivering through a connector (docs/m365.md#status-codes): Microsoft
+        # retries these for 24 hours, so they are temporary, never configuration-class.
+        ("450 4.4.312 DNS query failed", Reason.SMTP_TEMPORARY_FAILURE, "DNS query failed", "DNS"),
+        ("450 4.4.315 Connection timed out", Reason.SMTP_TEMPORARY_FAILURE, "timed out",
+         "SmartHosts"),
+        ("450 4.4.316 Connection refused", Reason.SMTP_TEMPORARY_FAILURE, "connection refused",
+         "TCP 25"),
+        ("450 4.4.317 Cannot connect to remote server", Reason.SMTP_TEMPORARY_FAILURE,
+         "cannot connect to remote server", "TLS"),
+        ("450 4.4.318 Connection was closed abruptly", Reason.SMTP_TEMPORARY_FAILURE,
+         "closed abruptly", "firewall"),
+        ("450 4.7.320 Certificate validation failed", Reason.SMTP_TEMPORARY_FAILURE,
+         "certificate validation failed", "certificate"),
+        ("550 5.7.515 Access denied, sending domain contoso.com doesn't meet the required "
+         "authentication level.", Reason.SMTP_REJECTED, "required authentication level", "DMARC"),
+        ("535 5.7.139 Authentication unsuccessful, the organization configuration doesn't allow "
+         "this authentication request.", Reason.AUTH_BASIC_DISABLED, "organization's "
+         "configuration", "-AllowBasicAuthSmtp"),
+        ("550 5.1.7 The specified sender domain has not been linked.", Reason.SMTP_REJECTED,
+         "sender domain has not been linked", "Connect domain"),
+    ],
+)  # fmt: skip
+def test_added_codes_classify_with_their_meaning_and_action(
+    reply: str, reason: Reason, meaning: str, action: str
+) -> None:
+    entry = lookup(*_split(reply))
+    assert entry is not None and entry.reason is reason
+    assert meaning in entry.meaning and action in entry.remedy
+    got = classify_submit_reply(*_split(reply))
+    assert got.reason is reason and got.remedy == entry.remedy
+    if entry.enhanced.startswith(("4.4.31", "4.7.320")):
+        assert entry.docs == CONNECTOR_DOCS and entry.reason not in CONFIGURATION_REASONS
+
+
+def test_acs_variant_of_5_1_7_needs_its_text() -> None:
+    # RFC 3463's 5.1.7 (bad sender address syntax) from any other server is not ACS's.
+    assert lookup(553, "5.1.7 Bad sender address syntax") is None
+
+
+def test_the_5_7_3_cause_names_the_hve_and_acs_forms() -> None:
+    (entry,) = codes.entries_for("5.7.3")
+    assert "High Volume Email" in entry.cause
+    assert "<Communication Services resource name>.<Entra application ID>.<Entra tenant ID>" in (
+        entry.cause
+    )
+
+
+def test_aadsts700023_is_not_called_an_expired_certificate() -> None:
+    # Microsoft lists 700023 as an invalid scope / a client assertion audience mismatch.
+    assert "expired" not in AADSTS["AADSTS700023"].meaning
+    assert "audience" in AADSTS["AADSTS700023"].remedy

@@ -25,11 +25,25 @@ PORTS = {
     "dmarc": 18893,
 }
 
+#: An SMTP login shaped like Azure Communication Services' "<ACS resource name>.<Entra app id>.<tenant
+#: id>" (docs/configuration.md#mode-acs); not an address. templates/postfix/sender_login.pcre lets
+#: it send as ACS_SENDER only, the way an ACS resource sends as a verified domain's address.
+ACS_LOGIN = "acsprobe.11111111-2222-3333-4444-555555555555.aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
+ACS_SENDER = "donotreply@probe.test"
+
 # Test-only accounts (documented in README.md; not secrets).
 USERS = {
     "sender@probe.test": "SenderPass-1",
     "inbox@probe.test": "InboxPass-1",
     "probe@probe.test": "ProbePass-1",
+    ACS_LOGIN: "AcsClientSecret-test-1",  # ACS: the Entra app's client secret is the password
+}
+#: The TB_<NAME>_USER / TB_<NAME>_PASSWORD names of each account in `tb env`.
+ENV_NAMES = {
+    "sender@probe.test": "SENDER",
+    "inbox@probe.test": "INBOX",
+    "probe@probe.test": "PROBE",
+    ACS_LOGIN: "ACS",
 }
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
@@ -49,7 +63,6 @@ def lock_path(state: Path) -> Path:
 
 def env_lines(state: Path) -> list[str]:
     """Shell-style KEY=VALUE lines describing the testbed (printed by `tb env`, saved as tb.env)."""
-    names = {"sender": "SENDER", "inbox": "INBOX", "probe": "PROBE"}
     lines = [
         f"TB_STATE_DIR={state}",
         f"TB_HOST={HOST}",
@@ -69,7 +82,8 @@ def env_lines(state: Path) -> list[str]:
         f"TB_LOG_DIR={state / 'log'}",
         f"TB_USERS='{' '.join(USERS)}'",
     ]
-    for address, password in USERS.items():
-        key = names[address.split("@")[0]]
-        lines += [f"TB_{key}_USER={address}", f"TB_{key}_PASSWORD={password}"]
+    for login, password in USERS.items():
+        key = ENV_NAMES[login]
+        lines += [f"TB_{key}_USER={login}", f"TB_{key}_PASSWORD={password}"]
+    lines.append(f"TB_ACS_SENDER={ACS_SENDER}")
     return lines
