@@ -95,17 +95,24 @@ class Daemon:
         ]
 
 
-def start_daemon(tb: Any, tmp: Path, doc: dict, *args: str) -> Daemon:
-    """Start the daemon on a free loopback port with the testbed passwords in its environment."""
+def start_daemon(
+    tb: Any, tmp: Path, doc: dict, *args: str, env: dict[str, str] | None = None
+) -> Daemon:
+    """Start the daemon on a free loopback port with the testbed passwords in its environment
+    (``tb`` None: no testbed; ``env`` adds to or overrides the environment)."""
     config = tmp / "relayprobe.yml"
     config.write_text(yaml.safe_dump(doc, sort_keys=False))
     port = free_port()
-    env = {
-        **os.environ,
-        "TB_PROBE_PASSWORD": tb.users["probe@probe.test"],
-        "TB_INBOX_PASSWORD": tb.users["inbox@probe.test"],
-        "TB_TAG_SECRET": TAG_SECRET,
-    }
+    testbed = (
+        {}
+        if tb is None
+        else {
+            "TB_PROBE_PASSWORD": tb.users["probe@probe.test"],
+            "TB_INBOX_PASSWORD": tb.users["inbox@probe.test"],
+            "TB_TAG_SECRET": TAG_SECRET,
+        }
+    )
+    env = {**os.environ, **testbed, **(env or {})}
     log = tmp / "daemon.log"
     cmd = [
         sys.executable,

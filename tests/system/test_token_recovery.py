@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import secrets
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,11 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from tests.oauth import fixture as oauth_fixture
 from tests.oauth.fixture import OAuthEnv, oauth, oauth_env  # noqa: F401  (pytest fixtures)
-from tests.system.daemon_helpers import ROOT, Daemon, free_port, http, ready, stop, value, wait_for
+from tests.system.daemon_helpers import Daemon, http, ready, start_daemon, stop, value, wait_for
 
 INTERVAL = 4.0  # seconds between scheduled runs of the one target
 RUN = 8.0  # allowance for one run (token request, SMTP, delivery, IMAP) on a loaded machine
@@ -35,25 +31,7 @@ def oauth_daemon(env: OAuthEnv, tmp: Path) -> Iterator[Daemon]:
         "tag_secret": oauth_fixture.TAG_SECRET,
         "targets": [target],
     }
-    config = tmp / "relayprobe.yml"
-    config.write_text(yaml.safe_dump(doc, sort_keys=False))
-    port = free_port()
-    log = tmp / "daemon.log"
-    cmd = [
-        sys.executable,
-        "-m",
-        "exporters.daemon",
-        "--config.file",
-        str(config),
-        "--web.listen-address",
-        f"127.0.0.1:{port}",
-        "--log.format",
-        "json",
-    ]
-    process_env = {**os.environ, "RELAYPROBE_OAUTH_CA_FILE": str(env.ca_file)}
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=process_env, stdout=out, stderr=out)
-    d = Daemon(proc, f"http://127.0.0.1:{port}", config, log, None, doc["instance"])
+    d = start_daemon(None, tmp, doc, env={"RELAYPROBE_OAUTH_CA_FILE": str(env.ca_file)})
     try:
         wait_for("/-/ready", lambda: ready(d), 20)
         yield d
