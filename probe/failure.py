@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import resource
 
 from probe.result import Reason, SmtpReceipt, Stage
 
@@ -94,6 +95,17 @@ def _os_errors(exc: BaseException) -> list[OSError]:
     return chain
 
 
+def _out_of_descriptors() -> bool:
+    """Whether this process is at its descriptor limit now: running out surfaces as many things
+    besides EMFILE (a lazy import's LookupError, a thread that cannot start)."""
+    try:
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        used = len(os.listdir("/proc/self/fd"))
+    except OSError as exc:  # listing needs a descriptor of its own
+        return exc.errno in (errno.EMFILE, errno.ENFILE)
+    return soft != resource.RLIM_INFINITY and used + 1 >= soft
+
+
 def local_failure(
     stage: Stage, exc: BaseException, doing: str, *, file: str | None = None
 ) -> ProbeFailure | None:
@@ -121,4 +133,6 @@ def local_failure(
                 remedy=f"{file} was readable when the config was loaded: check that it still "
                 "exists and that relayprobe's user may read it, then reload",
             )
+    if _out_of_descriptors():
+        return local_failure(stage, OSError(errno.EMFILE, os.strerror(errno.EMFILE)), doing)
     return None

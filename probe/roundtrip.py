@@ -17,7 +17,6 @@ from probe.m365.tokens import TokenProvider, provider_for
 from probe.message import build_message
 from probe.result import (
     Arrival,
-    HeaderVerdict,
     ProbeResult,
     Reason,
     Stage,
@@ -228,7 +227,7 @@ async def _round_trip(
     timings.delivery_seconds = delivery
     timings.total_seconds = found.detected_at - t0
     step("reading the verdict")
-    verdict = _read_verdict(found.headers)
+    verdict = parse_headers(found.headers)
     placement = watch.placement(found.folder)
     verdict_judgement = judge(
         delivery_seconds=delivery,
@@ -260,10 +259,6 @@ async def _round_trip(
         probe_id=tag.probe_id,
         checks=list(verdict_judgement.checks),
     )
-
-
-def _read_verdict(headers: bytes) -> HeaderVerdict:
-    return parse_headers(headers)
 
 
 def _failed(target: Target, started_at: dt.datetime, failure: ProbeFailure) -> ProbeResult:

@@ -319,10 +319,10 @@ async def send_probe(
 
 
 def _stage_now(session: _Session) -> Stage:
-    # The stage after the last phase that completed (SMTP_PHASES and these stages share an order).
-    stages = (Stage.CONNECT, Stage.TLS, Stage.AUTH, Stage.SUBMIT)
-    done = [i for i, phase in enumerate(SMTP_PHASES) if phase in session.phases]
-    return stages[min(done[-1] + 1, len(stages) - 1)] if done else Stage.CONNECT
+    # A failure belongs to the stage after the last phase that completed (phases run in order).
+    after = {"connect": Stage.TLS, "tls": Stage.AUTH, "auth": Stage.SUBMIT, "submit": Stage.SUBMIT}
+    done = [phase for phase in SMTP_PHASES if phase in session.phases]
+    return after[done[-1]] if done else Stage.CONNECT
 
 
 def _with(session: _Session, failure: ProbeFailure) -> ProbeFailure:

@@ -314,12 +314,8 @@ def test_strict_imap_host_refuses_login_before_starttls(testbed: Testbed) -> Non
         imap.login(INBOX, testbed.users[INBOX])
 
 
+@pytest.mark.testbed_exclusive  # stopping Dovecot would break other sessions' IMAP sessions
 def test_mail_queued_while_dovecot_is_down_arrives_after_restart(tb_clean: Testbed) -> None:
-    if tb_clean.other_sessions():
-        pytest.skip(
-            f"test sessions {tb_clean.other_sessions()} share the testbed right now; "
-            "stopping Dovecot would break their IMAP sessions (runs when this session is alone)"
-        )
     tb_clean.stop_service("dovecot")
     try:
         # Direct send: submission AUTH itself needs Dovecot (SASL). Postfix queues the message.
