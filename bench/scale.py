@@ -3,6 +3,15 @@
 Usage (testbed running, see tests/testbed): .venv/bin/python bench/scale.py --targets 200 --interval 60
 --duration 240. Prints samples while it runs and a summary at the end; the daemon is stopped with
 SIGTERM and its exit code reported.
+
+``--mailboxes distinct``: target i sends as and delivers to its own tenant mailbox
+(tenant<i>@probe.test, made by the testbed: tests/testbed/README.md "Users"), the service-provider
+case of issue 17; ``--mailboxes shared`` (default): every target sends as probe@ into inbox@.
+``--shards N`` runs N daemons on the one config with ``--shard I/N`` and sums their figures.
+``--cpu-list 1`` pins the daemons to CPU 1 (taskset) for a one-core figure.
+
+    .venv/bin/python bench/scale.py --mailboxes distinct --targets 500 --interval 300 \
+        --duration 900 --cpu-list 1
 """
 
 from __future__ import annotations
@@ -28,32 +37,39 @@ CA = Path("/tmp/relayprobe-testbed/tls/ca.crt")
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def config(n: int, interval: float, timeout: float, instance: str) -> dict:
+#: The testbed's tenant mailboxes (tests/testbed/tbkit/config.py, README.md "Users").
+TENANT_USER, TENANT_PASSWORD = "tenant%04d@probe.test", "TenantPass-%d"
+
+
+def tenant_env(n: int) -> dict[str, str]:
+    """TB_TENANT_<n>_PASSWORD for the first ``n`` tenants (the config names them, never inlines)."""
+    return {f"TB_TENANT_{i:04d}_PASSWORD": TENANT_PASSWORD % i for i in range(1, n + 1)}
+
+
+def config(n: int, interval: float, timeout: float, instance: str, distinct: bool = False) -> dict:
     def target(i: int) -> dict:
         tls = {"host": "127.0.0.1", "ca_file": str(CA), "timeout": "10s"}
+        if distinct:  # the tenant's own mailbox sends the probe and receives it
+            sender = receiver = TENANT_USER % (i + 1)
+            send_pw = recv_pw = f"${{TB_TENANT_{i + 1:04d}_PASSWORD}}"
+        else:
+            sender, receiver = "probe@probe.test", "inbox@probe.test"
+            send_pw, recv_pw = "${TB_PROBE_PASSWORD}", "${TB_INBOX_PASSWORD}"
         return {
             "name": f"t{i:03d}",
             "smtp": {
                 **tls,
                 "port": 10587,
                 "security": "starttls",
-                "auth": {
-                    "method": "password",
-                    "username": "probe@probe.test",
-                    "password": "${TB_PROBE_PASSWORD}",
-                },
+                "auth": {"method": "password", "username": sender, "password": send_pw},
             },
-            "mail_from": "probe@probe.test",
-            "rcpt_to": "inbox@probe.test",
+            "mail_from": sender,
+            "rcpt_to": receiver,
             "mailbox": {
                 **tls,
                 "port": 10993,
                 "security": "tls",
-                "auth": {
-                    "method": "password",
-                    "username": "inbox@probe.test",
-                    "password": "${TB_INBOX_PASSWORD}",
-                },
+                "auth": {"method": "password", "username": receiver, "password": recv_pw},
             },
         }
 
@@ -99,6 +115,17 @@ def scrape(url: str) -> tuple[float, dict[str, float]]:
     return elapsed, totals
 
 
+def imap_connections(pids: list[int]) -> int:
+    """Established TCP connections of ``pids`` to the testbed's IMAP port (ss -tnp)."""
+    out = subprocess.run(
+        ["ss", "-Htnp", "state", "established", "dport", "=", ":10993"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    return sum(1 for line in out.splitlines() for pid in pids if f"pid={pid}," in line)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--targets", type=int, default=50)
@@ -111,7 +138,17 @@ def main() -> int:
     p.add_argument("--max-per-minute", type=int, default=100000)
     p.add_argument("--max-connections", type=int, default=3)
     p.add_argument("--sample-every", type=float, default=10.0)
+    p.add_argument(
+        "--mailboxes",
+        choices=["shared", "distinct"],
+        default="shared",
+        help="shared: every target probe@ -> inbox@; distinct: target i uses tenant<i>@",
+    )
+    p.add_argument("--shards", type=int, default=1, help="daemons, each run with --shard I/N")
+    p.add_argument("--cpu-list", default=None, help="pin the daemons with taskset -c LIST")
     args = p.parse_args()
+    if args.mailboxes == "distinct" and args.targets > 600:
+        p.error("the testbed has 600 tenant mailboxes (tests/testbed/README.md)")
     lease = testbed_lease()
     try:
         return run(args)
@@ -136,74 +173,110 @@ def testbed_lease():  # type: ignore[no-untyped-def]
     return lambda: _release(state, me, started)
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _sum(samples: list[dict[str, float]]) -> dict[str, float]:
+    total: dict[str, float] = {}
+    for sample in samples:
+        for key, value in sample.items():
+            total[key] = total.get(key, 0) + value
+    return total
+
+
 def run(args: argparse.Namespace) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="relayprobe-bench-"))
     instance = f"bench-{os.getpid()}"
-    (tmp / "c.yml").write_text(
-        yaml.safe_dump(config(args.targets, args.interval, args.timeout, instance))
-    )
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    distinct = args.mailboxes == "distinct"
+    doc = config(args.targets, args.interval, args.timeout, instance, distinct)
+    (tmp / "c.yml").write_text(yaml.safe_dump(doc))
     env = {
         **os.environ,
         "TB_PROBE_PASSWORD": "ProbePass-1",
         "TB_INBOX_PASSWORD": "InboxPass-1",
         "TB_TAG_SECRET": "relayprobe-bench-tag-secret-0123456789",
+        **(tenant_env(args.targets) if distinct else {}),
     }
-    cmd = [
-        sys.executable,
-        "-m",
-        "exporters.daemon",
-        "--config.file",
-        str(tmp / "c.yml"),
-        "--web.listen-address",
-        f"127.0.0.1:{port}",
-        "--log.format",
-        "json",
-        "--smtp.max-messages-per-minute",
-        str(args.max_per_minute),
-        "--smtp.max-connections",
-        str(args.max_connections),
-    ]
-    log = tmp / "daemon.log"
-    url = f"http://127.0.0.1:{port}"
-    with open(log, "wb") as out:
-        daemon = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=out)
+    pin = ["taskset", "-c", args.cpu_list] if args.cpu_list else []
+    daemons: list[subprocess.Popen[bytes]] = []
+    urls, logs = [], []
+    for shard in range(args.shards):
+        port = _free_port()
+        cmd = [
+            *pin,
+            sys.executable,
+            "-m",
+            "exporters.daemon",
+            "--config.file",
+            str(tmp / "c.yml"),
+            "--web.listen-address",
+            f"127.0.0.1:{port}",
+            "--log.format",
+            "json",
+            "--smtp.max-messages-per-minute",
+            str(args.max_per_minute),
+            "--smtp.max-connections",
+            str(args.max_connections),
+        ]
+        if args.shards > 1:
+            cmd += ["--shard", f"{shard}/{args.shards}"]
+        log = tmp / f"daemon-{shard}.log"
+        with open(log, "wb") as out:
+            daemons.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=out))
+        urls.append(f"http://127.0.0.1:{port}")
+        logs.append(log)
+    pids = [d.pid for d in daemons]
+    summary: dict[str, object] = {}
     try:
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(url + "/-/ready", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
+        for url in urls:
+            for _ in range(300):
+                try:
+                    urllib.request.urlopen(url + "/-/ready", timeout=1)
+                    break
+                except OSError:
+                    time.sleep(0.1)
         start = time.monotonic()
         warmup = args.warmup if args.warmup is not None else min(args.interval, args.duration / 3)
         base: dict[str, float] | None = None
         base_runs = 0.0
         samples, scrape_ms = [], []
         print(
-            f"{'t':>6} {'runs':>7} {'ok':>5} {'cpu_s':>7} {'rss_mb':>7} {'fds':>4} {'thr':>4} {'scrape_ms':>9}"
+            f"{'t':>6} {'runs':>7} {'ok':>5} {'cpu_s':>7} {'rss_mb':>7} {'fds':>5} {'thr':>4} "
+            f"{'imap':>5} {'scrape_ms':>9}"
         )
         while time.monotonic() - start < args.duration:
             time.sleep(args.sample_every)
-            ms, totals = scrape(url)
-            scrape_ms.extend(scrape(url)[0] for _ in range(4))
-            scrape_ms.append(ms)
-            sample = {**proc_sample(daemon.pid), "t": time.monotonic() - start, **totals}
+            scraped = [scrape(url) for url in urls]
+            ms = statistics.median(m for m, _ in scraped)
+            totals = _sum([t for _, t in scraped])
+            scrape_ms.extend(scrape(urls[0])[0] for _ in range(4))
+            scrape_ms.append(scraped[0][0])
+            procs = _sum([proc_sample(pid) for pid in pids])
+            sample = {
+                **procs,
+                "imap": imap_connections(pids),
+                "t": time.monotonic() - start,
+                **totals,
+            }
             samples.append(sample)
             if base is None and sample["t"] >= warmup:
                 base, base_runs = sample, totals.get("relayprobe_runs_total", 0)
             print(
                 f"{sample['t']:6.0f} {totals.get('relayprobe_runs_total', 0):7.0f} "
                 f"{totals.get('relayprobe_success', 0):5.0f} {sample['cpu_s']:7.2f} "
-                f"{sample['rss_mb']:7.1f} {sample['fds']:4d} {sample['threads']:4d} {ms:9.1f}",
+                f"{sample['rss_mb']:7.1f} {sample['fds']:5.0f} {sample['threads']:4.0f} "
+                f"{sample['imap']:5.0f} {ms:9.1f}",
                 flush=True,
             )
         elapsed = time.monotonic() - start
         last = samples[-1]
         runs = last.get("relayprobe_runs_total", 0)
-        lines = [json.loads(x) for x in log.read_text().splitlines() if x.startswith("{")]
+        lines = [
+            json.loads(x) for log in logs for x in log.read_text().splitlines() if x.startswith("{")
+        ]
         skipped = sum(1 for e in lines if e["msg"].startswith("scheduled run skipped"))
         expected = args.targets * (elapsed / args.interval)
         cpu_per_probe = (
@@ -215,6 +288,9 @@ def run(args: argparse.Namespace) -> int:
         mid = samples[len(samples) // 2]
         summary = {
             "targets": args.targets,
+            "mailboxes": args.mailboxes,
+            "shards": args.shards,
+            "cpu_list": args.cpu_list,
             "interval_s": args.interval,
             "elapsed_s": round(elapsed, 1),
             "runs": runs,
@@ -228,20 +304,43 @@ def run(args: argparse.Namespace) -> int:
             "rss_mb_mid_end": [round(mid["rss_mb"], 1), round(last["rss_mb"], 1)],
             "rss_mb_max": round(max(s["rss_mb"] for s in samples), 1),
             "fds_mid_end": [mid["fds"], last["fds"]],
+            "fds_max": max(s["fds"] for s in samples),
+            "threads_max": max(s["threads"] for s in samples),
             "threads_end": last["threads"],
+            "imap_connections_median_max": [
+                statistics.median(s["imap"] for s in samples),
+                max(s["imap"] for s in samples),
+            ],
             "metrics_ms_median": round(statistics.median(scrape_ms), 1),
             "metrics_ms_p95": round(quantiles[18], 1),
         }
+        if args.shards > 1:
+            summary["per_shard_targets"] = shard_split(urls)
     finally:
-        daemon.send_signal(signal.SIGTERM)
-        try:
-            rc = daemon.wait(30)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-            rc = daemon.wait()
-    summary["exit_code"] = rc
+        for daemon in daemons:
+            daemon.send_signal(signal.SIGTERM)
+        codes = []
+        for daemon in daemons:
+            try:
+                codes.append(daemon.wait(30))
+            except subprocess.TimeoutExpired:
+                daemon.kill()
+                codes.append(daemon.wait())
+    summary["exit_codes"] = codes
     print(json.dumps(summary, indent=1))
     return 0
+
+
+def shard_split(urls: list[str]) -> dict[str, object]:
+    """How many targets each shard probed, and whether any target ran on two shards."""
+    seen: dict[str, list[int]] = {}
+    for shard, url in enumerate(urls):
+        with urllib.request.urlopen(url + "/api/results", timeout=10) as response:
+            for r in json.loads(response.read())["results"]:
+                if r.get("started_at"):
+                    seen.setdefault(r["target"], []).append(shard)
+    counts = [sum(1 for s in seen.values() if shard in s) for shard in range(len(urls))]
+    return {"probed": counts, "on_two_shards": sorted(t for t, s in seen.items() if len(s) > 1)}
 
 
 if __name__ == "__main__":

@@ -24,7 +24,9 @@ from exporters.limits import (
 )
 from exporters.logs import LEVELS, setup_logging
 from exporters.metrics import CachedExposition
+from exporters.posture import PostureMonitor
 from exporters.scheduler import Scheduler
+from exporters.shards import SHARDS_ENV, Shard, ShardError, assignment, resolve
 from exporters.store import ResultStore
 from exporters.webconfig import WebConfig, WebConfigError, load_web_config
 from probe import Config, ConfigError, __version__, clear_token_cache, load_config
@@ -104,6 +106,19 @@ def _parser() -> argparse.ArgumentParser:
         default=30,
         metavar="N",
         help="probe messages per sending mailbox and minute (Microsoft: 30)",
+    )
+    p.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="probe only shard I's share of the targets (0 <= I < N; rendezvous hashing of target "
+        "names, docs/kubernetes.md#shards)",
+    )
+    p.add_argument(
+        "--shards",
+        type=int,
+        metavar="N",
+        help=f"N shards, this one's number from the pod name's -<ordinal> (POD_NAME or HOSTNAME, "
+        f"a StatefulSet's); default ${SHARDS_ENV}",
     )
     p.add_argument("--version", action="version", version=f"relayprobe {__version__}")
     return p
@@ -198,18 +213,27 @@ class Daemon:
         *,
         limits: tuple[int, int] = (3, 30),
         http_limits: HttpLimits | None = None,
+        shard: Shard | None = None,
     ) -> None:
         self.config_file, self.web_config_file = config_file, web_config_file
+        self.shard = shard
+        # Target name -> owning shard for every target of the config (relayprobe_target_shard).
+        self.assignment: dict[str, int] = {}
         self.http_limits = http_limits or HttpLimits()
         self._listener: Listener | None = None
         self._descriptors: Descriptors | None = None
         self.version = __version__
         self.store = ResultStore()
         self.scheduler = Scheduler(
-            self.store, max_concurrent_smtp=limits[0], max_per_minute=limits[1]
+            self.store, max_concurrent_smtp=limits[0], max_per_minute=limits[1], shard=shard
         )
+        self.posture = PostureMonitor()  # sending domains' DNS posture (exporters/posture.py)
         self.exposition = CachedExposition(
-            self.store, version=self.version, reload_ok=lambda: self.reload_ok
+            self.store,
+            version=self.version,
+            reload_ok=lambda: self.reload_ok,
+            shards=self._shard_view,
+            posture=self.posture.views,
         )
         self.web: WebConfig = WebConfig()
         self.reload_ok = True
@@ -221,7 +245,24 @@ class Daemon:
         config = load_config(self.config_file)
         for warning in config.warnings:
             log.warning("config: %s", warning)
-        return config
+        if self.shard is None:
+            return config
+        names = [t.name for t in config.targets]
+        owners = assignment(names, self.shard.count)
+        kept = [t for t in config.targets if owners[t.name] == self.shard.index]
+        self.assignment = owners
+        log.info(
+            "shard %d of %d: %d of %d target(s)",
+            self.shard.index,
+            self.shard.count,
+            len(kept),
+            len(names),
+            extra={"instance": self.shard.instance(config.instance)},
+        )
+        return config.model_copy(update={"targets": kept})
+
+    def _shard_view(self) -> tuple[Shard, dict[str, int]] | None:
+        return (self.shard, self.assignment) if self.shard is not None else None
 
     async def reload(self) -> list[str]:
         """Load the config (and web config) again; on any error keep the old one and say why."""
@@ -244,6 +285,8 @@ class Daemon:
                     log.error("reload rejected, previous config keeps running: %s", line)
                 return errors
             await self.scheduler.apply(config)
+            self.store.trace_targets(t.name for t in config.targets if t.trace.enabled)
+            await self.posture.apply(config)
             self._fit_connection_cap(len(config.targets))
             self.web = web_config
             if self._ssl is not None and web_config.tls is not None:
@@ -300,6 +343,9 @@ class Daemon:
 
         loop.add_signal_handler(signal.SIGHUP, on_hup)
         await self.scheduler.start(config)
+        # relayprobe_trace_total born at 0 for every status of targets with trace enabled.
+        self.store.trace_targets(t.name for t in config.targets if t.trace.enabled)
+        await self.posture.apply(config)
         scheme = "https" if self._ssl else "http"
         log.info(
             "listening",
@@ -311,6 +357,7 @@ class Daemon:
         )
         await stop.wait()
         log.info("shutting down: no new probes; waiting up to %.0f s for running ones", grace)
+        await self.posture.stop()
         abandoned = await self.scheduler.shutdown(grace)
         if abandoned:
             log.warning("abandoned %d in-flight probe(s) at shutdown", abandoned)
@@ -399,11 +446,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"relayprobe: {exc}", file=sys.stderr)
         return 3
+    try:
+        shard = resolve(args.shard, args.shards)
+    except ShardError as exc:
+        print(f"relayprobe: {exc}", file=sys.stderr)
+        return 3
     daemon = Daemon(
         args.config_file,
         args.web_config,
         limits=(args.max_conn, args.max_rate),
         http_limits=http_limits,
+        shard=shard,
     )
     try:
         config = daemon.load()
@@ -417,7 +470,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"relayprobe: {line}", file=sys.stderr)
         return 3
     if args.config_check:
-        print(f"{args.config_file}: ok ({len(config.targets)} target(s))")
+        share = f", shard {shard.index} of {shard.count}" if shard is not None else ""
+        print(f"{args.config_file}: ok ({len(config.targets)} target(s){share})")
         return 0
     return asyncio.run(daemon.serve(config, host, port, args.grace))
 

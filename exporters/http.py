@@ -66,6 +66,7 @@ def build_app(daemon: Served, listener: Listener | None = None) -> web.Applicati
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/probe", probe)
     app.router.add_get("/api/results", results)
+    app.router.add_get("/api/posture", posture_api)
     app.router.add_get("/-/healthy", healthy)
     app.router.add_get("/-/ready", ready)
     app.router.add_post("/-/reload", reload)
@@ -190,6 +191,12 @@ async def results(request: web.Request) -> web.Response:
     return web.json_response({"results": body})
 
 
+async def posture_api(request: web.Request) -> web.Response:
+    """Each monitored sending domain's DNS posture and record history (docs/exporter.md)."""
+    monitor = getattr(_daemon(request), "posture", None)
+    return web.json_response(monitor.document() if monitor is not None else {"domains": []})
+
+
 async def healthy(request: web.Request) -> web.Response:
     return web.Response(text="Healthy\n")
 
@@ -243,8 +250,7 @@ def _refresh(request: web.Request) -> int:
 
 
 def _instance(d: Served) -> str:
-    config = d.scheduler.config
-    return config.instance if config is not None else ""
+    return d.scheduler.instance  # a shard's has its suffix (exporters/shards.py)
 
 
 async def landing(request: web.Request) -> web.Response:
@@ -259,6 +265,7 @@ async def landing(request: web.Request) -> web.Response:
         reload_errors=() if d.reload_ok else d.reload_errors,
         wall=request.query.get("wall", "") not in ("", "0", "false", "no"),
         refresh=_refresh(request),
+        posture=d.posture.views() if getattr(d, "posture", None) is not None else (),
     )
     return _html(page)
 

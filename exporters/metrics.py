@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.metadata
 import platform
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 from prometheus_client.core import (
@@ -17,8 +19,12 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from exporters.shards import Shard
 from exporters.store import ResultStore, TargetState
 from probe import AUTH_METHODS, SMTP_PHASES
+
+#: A sharded daemon's shard and every target's owner (exporters/shards.py); None when unsharded.
+ShardView = Callable[[], tuple[Shard, dict[str, int]] | None]
 
 CACHED = (
     "Cached from the last scheduled probe run (a mail round trip is too slow to run per scrape)."
@@ -74,8 +80,12 @@ class StoreCollector(Collector):
         version: str,
         reload_ok: Callable[[], bool],
         only: str | None = None,
+        shards: ShardView | None = None,
+        posture: PostureView | None = None,
     ) -> None:
         self.store, self.version, self.reload_ok, self.only = store, version, reload_ok, only
+        self.shards = shards
+        self.posture = posture
 
     def describe(self) -> list[Metric]:
         return []  # families depend on the configured targets: never pre-registered
@@ -101,10 +111,34 @@ class StoreCollector(Collector):
             "Whether the last configuration reload succeeded (1) or was rejected (0).",
             value=1 if self.reload_ok() else 0,
         )
+        yield from self.shard_metrics()
+        yield from posture_families(self.posture() if self.posture is not None else ())
         # The standard process_* (descriptors, memory, CPU) and python_info families: the daemon
         # guards its descriptors (docs/exporter.md, "HTTP limits"), so they must be watchable.
         yield from _PROCESS.collect()
         yield from _PLATFORM.collect()
+
+    def shard_metrics(self) -> Iterator[Metric]:
+        """A sharded daemon: which shard it is, and the owner of every target of the config (each
+        shard computes the whole assignment, so alerts see the targets of a missing shard)."""
+        view = self.shards() if self.shards is not None else None
+        info = GaugeMetricFamily(
+            "relayprobe_shard_info",
+            "This daemon's shard number and the shard count (always 1; no sample unsharded).",
+            labels=["shard", "shards"],
+        )
+        owned = GaugeMetricFamily(
+            "relayprobe_target_shard",
+            "The shard that probes each target of the configuration (always 1; no sample "
+            "unsharded). From the configuration.",
+            labels=["target", "shard"],
+        )
+        if view is not None:
+            shard, owners = view
+            info.add_metric([str(shard.index), str(shard.count)], 1)
+            for name, index in sorted(owners.items()):
+                owned.add_metric([name, str(index)], 1)
+        yield from (info, owned)
 
 
 def _target_families(states: list[TargetState], *, fresh: bool = False) -> Iterator[Metric]:
@@ -220,6 +254,12 @@ def _target_families(states: list[TargetState], *, fresh: bool = False) -> Itera
         labels=t,
     )
     interval = config("relayprobe_probe_interval_seconds", "Time between probe runs.")
+    traces = counter(
+        "relayprobe_trace",
+        "Message traces run for failed, junked or late probes (trace.enabled) by Microsoft's "
+        "status, or not_found, rate_limited, error; every status exists at 0 for such targets.",
+        ["target", "status"],
+    )
 
     for s in states:
         name, last = [s.name], s.last
@@ -246,6 +286,8 @@ def _target_families(states: list[TargetState], *, fresh: bool = False) -> Itera
             auth_info.add_metric([s.name, side, method, s.mode, s.cloud], 1)
         backoff.add_metric(name, s.backoff_seconds)
         interval.add_metric(name, s.interval)
+        for trace_status, count in s.traces.items():
+            traces.add_metric([s.name, trace_status], count)
         if last is None:
             continue
         if last.timings.delivery_seconds is not None:
@@ -268,6 +310,72 @@ def _target_families(states: list[TargetState], *, fresh: bool = False) -> Itera
     yield from (success, status, check_ok, threshold, runs, failed_runs, failures, check_failures)
     yield from (hist, last_delivery, phase, last_run, last_success)
     yield from (late, junk, auth, scl, cert, imap_cert, client_cert, backoff, interval, auth_info)
+    yield traces
+
+
+#: The daemon's monitored domains (exporters/posture.py DomainPosture), for the posture families.
+PostureView = Callable[[], Iterable[Any]]
+#: A DNS record's value as a label: long TXT values (DKIM keys, long SPF records) are cut here,
+#: and the ``sha256`` label (of the whole value) still tells every value apart.
+RECORD_VALUE_MAX = 120
+
+
+def _record_labels(value: str | None) -> tuple[str, str]:
+    if value is None:
+        return "", ""
+    digest = hashlib.sha256(value.encode("utf-8")).hexdigest()[:16]
+    shown = value if len(value) <= RECORD_VALUE_MAX else value[: RECORD_VALUE_MAX - 3] + "..."
+    return shown, digest
+
+
+def posture_families(domains: Iterable[Any]) -> Iterator[Metric]:
+    """The posture families (docs/exporter.md#posture), declared even with no domain."""
+    info = GaugeMetricFamily(
+        "relayprobe_dns_record_info",
+        "Each DNS record of a sending domain as last seen (always 1): value cut to "
+        f"{RECORD_VALUE_MAX} characters, sha256 the first 16 hex digits of the whole value; "
+        "value and sha256 empty when the record is absent.",
+        labels=["domain", "record", "value", "sha256"],
+    )
+    changed = GaugeMetricFamily(
+        "relayprobe_dns_record_changed_timestamp_seconds",
+        "Unix time a DNS record was last seen with a new value (0: unchanged since the daemon "
+        "first saw it; the first observation is the baseline, not a change).",
+        labels=["domain", "record"],
+    )
+    ok = GaugeMetricFamily(
+        "relayprobe_posture_ok",
+        "Whether each posture check passed (1) or found a warning or critical problem (0) in "
+        "the last run; no series while DNS could not answer for it.",
+        labels=["domain", "check"],
+    )
+    dns_errors = GaugeMetricFamily(
+        "relayprobe_posture_dns_errors",
+        "Posture checks of the last run for which DNS did not answer (timeout, SERVFAIL, "
+        "REFUSED, lame): nothing is known about them, which is not a posture failure.",
+        labels=["domain"],
+    )
+    last = GaugeMetricFamily(
+        "relayprobe_posture_last_run_timestamp_seconds",
+        "Unix time the domain's posture checks last finished (0: not yet).",
+        labels=["domain"],
+    )
+    for d in domains:
+        report = d.report
+        last.add_metric([d.domain], _ts(report.checked_at if report else None))
+        for record, state in sorted(d.records.items()):
+            info.add_metric([d.domain, record, *_record_labels(state.value)], 1)
+            changed.add_metric([d.domain, record], _ts(state.changed_at))
+        if report is None:
+            continue
+        errors = 0
+        for c in report.checks:
+            if c.state.value == "dns_error":
+                errors += 1
+            else:
+                ok.add_metric([d.domain, c.name], 1 if c.state.value == "ok" else 0)
+        dns_errors.add_metric([d.domain], errors)
+    yield from (info, changed, ok, dns_errors, last)
 
 
 def exposition(
@@ -285,8 +393,17 @@ class CachedExposition:
     render costs ~20 ms of CPU, a typical cached one well under 5 ms.
     """
 
-    def __init__(self, store: ResultStore, *, version: str, reload_ok: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        store: ResultStore,
+        *,
+        version: str,
+        reload_ok: Callable[[], bool],
+        shards: ShardView | None = None,
+        posture: PostureView | None = None,
+    ) -> None:
         self.store, self.version, self.reload_ok = store, version, reload_ok
+        self.shards, self.posture = shards, posture
         self._cache: dict[str, tuple[int, dict[str, str]]] = {}
 
     def _lines(self, state: TargetState) -> dict[str, str]:
@@ -306,7 +423,13 @@ class CachedExposition:
         for family in _target_families([]):  # empty families: names, types, HELP, in order
             out.append(_header(family))
             out.extend(lines[family.name] for lines in per_target)
-        collector = StoreCollector(self.store, version=self.version, reload_ok=self.reload_ok)
+        collector = StoreCollector(
+            self.store,
+            version=self.version,
+            reload_ok=self.reload_ok,
+            shards=self.shards,
+            posture=self.posture,
+        )
         out.append(render(collector.own_metrics()).decode())
         return "".join(out).encode()
 

@@ -15,6 +15,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from exporters.limits import SendGate
+from exporters.shards import Shard
 from exporters.store import ResultStore, TargetSpec, client_cert_not_after
 from probe import (
     CONFIGURATION_REASONS,
@@ -31,6 +32,8 @@ from probe import (
 
 #: smtp_rejected runs in a row after which the target backs off too.
 PERSISTENT_REJECTIONS = 3
+#: Seconds of first-run spread per target beyond the first stagger_spread (docs/exporter.md).
+STAGGER_PER_TARGET = 0.5
 
 log = logging.getLogger("relayprobe.scheduler")
 
@@ -107,8 +110,13 @@ class Scheduler:
         probe_min_gap: float = 30.0,
         stagger_spread: float = 60.0,
         backoff_cap: float = 3600.0,
+        shard: Shard | None = None,
     ) -> None:
         self.store = store
+        # A shard's tags carry its own run id, so shards sharing a mailbox never take each
+        # other's mail; unsharded, None: the daemon's identity (tags without r=).
+        self.shard = shard
+        self.run_id = shard.run_id if shard is not None else None
         self.config: Config | None = None
         self.limits = (max_concurrent_smtp, max_per_minute)
         self.probe_min_gap, self.stagger_spread, self.backoff_cap = (
@@ -127,6 +135,12 @@ class Scheduler:
         self.running = False
         self.missed = 0  # runs APScheduler skipped (late wake-up or the previous run still busy)
 
+    @property
+    def instance(self) -> str:
+        """The instance name this daemon shows: the config's, with the shard suffix if sharded."""
+        base = self.config.instance if self.config is not None else ""
+        return self.shard.instance(base) if self.shard is not None and base else base
+
     # -- lifecycle ----------------------------------------------------------------------------
     async def start(self, config: Config) -> None:
         await self.apply(config)
@@ -142,7 +156,15 @@ class Scheduler:
         await self._retire_watches(old, config)
         now = dt.datetime.now(dt.UTC)
         count = len(config.targets)
-        spread = min(self.stagger_spread, min(t.interval for t in config.targets))
+        # A shard may own no target at all (few targets, many shards): nothing to schedule.
+        # Many targets spread wider (STAGGER_PER_TARGET each, up to the shortest interval): 500
+        # tenants starting within one minute would hold 500 mailbox logins at once, every cycle.
+        spread = min(
+            [
+                max(self.stagger_spread, count * STAGGER_PER_TARGET),
+                *(t.interval for t in config.targets),
+            ]
+        )
         for i, target in enumerate(config.targets):
             # Staggered first runs: N targets spread over the spread instead of one burst.
             start = now + dt.timedelta(seconds=0.05 + i * spread / count)
@@ -262,10 +284,15 @@ class Scheduler:
         watch = await self._watch_for(config, target)
         # Without a shared watch (its IMAP login failed), run_probe logs in itself and turns
         # the failure into a result: the same stage, reason and message as a one-off run.
-        # run_id=None: the daemon's identity (tags without r=), also for a private watch opened
-        # when the shared one is down, so its late mail is still counted (docs/nagios.md).
+        # run_id: the daemon's identity (None: tags without r=; a shard's own), also for a private
+        # watch opened when the shared one is down, so its late mail is still counted
+        # (docs/nagios.md).
         result = await run_probe(
-            config, target, watch=watch, send_slot=lambda: self._send_slot(target), run_id=None
+            config,
+            target,
+            watch=watch,
+            send_slot=lambda: self._send_slot(target),
+            run_id=self.run_id,
         )
         self.store.record(result, dt.datetime.now(dt.UTC))
         self._log(result)
@@ -340,7 +367,12 @@ class Scheduler:
             entry = self._watches[key] = WatchEntry(spec)
         async with entry.lock:
             if entry.watch is None:
-                watch = new_watch(config, target, on_late=lambda found: self._late(entry, found))
+                watch = new_watch(
+                    config,
+                    target,
+                    on_late=lambda found: self._late(entry, found),
+                    run_id=self.run_id,
+                )
                 try:
                     await watch.start()  # logs in and sweeps this instance's stale probe mail
                 except ProbeFailure as failure:

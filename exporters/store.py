@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from probe import ProbeResult, Stage, rfc3339
+from probe import TRACE_STATUSES, ProbeResult, Stage, rfc3339
 
 #: Delivery latency buckets (seconds): sub-second local relays up to Microsoft's 30-minute worst cases.
 DELIVERY_BUCKETS: tuple[float, ...] = (
@@ -145,6 +145,8 @@ class TargetState:
     failures: Counter[tuple[str, str]] = field(default_factory=Counter)  # (stage, reason) -> n
     # Configured check -> delivered runs in which it failed; every configured one starts at 0.
     check_failures: dict[str, int] = field(default_factory=dict)
+    # Message traces by status (probe.TRACE_STATUSES); every status at 0 for trace targets.
+    traces: dict[str, int] = field(default_factory=dict)
     late: int = 0
     junk: int = 0
     cert_not_after: dt.datetime | None = None  # last one the relay showed; kept across failures
@@ -208,6 +210,15 @@ class ResultStore:
             state.check_failures = {c: state.check_failures.get(c, 0) for c in spec.checks}
             state.version += 1
 
+    def trace_targets(self, names: Iterable[str]) -> None:
+        """Targets with message trace enabled: every trace status exists at 0 from now on (so
+        increase() sees the first trace); counts so far are kept."""
+        for name in names:
+            state = self._targets.get(name)
+            if state is not None:
+                state.traces = {s: state.traces.get(s, 0) for s in (*TRACE_STATUSES, *state.traces)}
+                state.version += 1
+
     def names(self) -> list[str]:
         return list(self._targets)
 
@@ -242,6 +253,8 @@ class ResultStore:
             state.imap_cert_not_after = result.mailbox_cert_not_after
         if result.arrival.placement == "junk":
             state.junk += 1
+        if result.trace is not None:
+            state.traces[result.trace.status] = state.traces.get(result.trace.status, 0) + 1
         if result.timings.delivery_seconds is not None:
             state.observe_delivery(result.timings.delivery_seconds)
         state.history.append(HistoryEntry.of(result, state.finished_at))

@@ -180,6 +180,11 @@ def _details(check: object, obs: object, opts: Options, now: dt.datetime | None)
         lines.append(f"message: {_clean(result.message)}")
     if result.remedy and result.status.value != "ok":
         lines.append(f"remedy: {_clean(result.remedy)}")
+    if result.trace is not None:  # Microsoft's message trace (trace.enabled; docs/nagios.md)
+        lines.append(f"trace: {_clean(result.trace.message)}")
+        for event in result.trace.events:
+            at = _iso(event.at) if event.at is not None else "-"
+            lines.append(f"   {at} {event.event}: {_clean(event.description)}".rstrip(": "))
     if opts.verbose >= 1:
         probe = f"probe {result.probe_id} " if result.probe_id else "probe "
         lines.append(

@@ -47,9 +47,19 @@ _EXPORTS = {
     "Stage": "probe.result",
     "Status": "probe.result",
     "Timings": "probe.result",
+    "Trace": "probe.result",
+    "TraceEvent": "probe.result",
+    "TRACE_STATUSES": "probe.result",
     "rfc3339": "probe.result",
     "parse_rfc3339": "probe.result",
     "ResultError": "probe.result",
+    "PostureCheck": "probe.posture",
+    "PostureReport": "probe.posture",
+    "PostureSettings": "probe.posture",
+    "PostureState": "probe.posture",
+    "check_domain": "probe.posture",
+    "domain_of": "probe.posture",
+    "settings_for": "probe.posture",
 }
 __all__ = ["__version__", *_EXPORTS]
 

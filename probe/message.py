@@ -25,6 +25,12 @@ Run: {run}
 """
 
 
+def message_id(tag: Tag, mail_from: str) -> str:
+    """The probe's Message-ID: the probe id in it, for logs and message trace's messageId."""
+    domain = mail_from.rpartition("@")[2] or "relayprobe.invalid"
+    return f"<relayprobe.{tag.probe_id}.{tag.sent_at}@{domain}>"
+
+
 def build_message(*, tag: Tag, mail_from: str, rcpt_to: str) -> bytes:
     """Return the probe mail as bytes with CRLF line endings, ready for SMTP DATA."""
     msg = EmailMessage(policy=email.policy.SMTP)
@@ -32,8 +38,7 @@ def build_message(*, tag: Tag, mail_from: str, rcpt_to: str) -> bytes:
     msg["To"] = rcpt_to
     msg["Subject"] = f"{SUBJECT_MARKER} delivery probe {tag.probe_id} ({tag.target})"
     msg["Date"] = email.utils.formatdate(tag.sent_at, localtime=False, usegmt=True)
-    domain = mail_from.rpartition("@")[2] or "relayprobe.invalid"
-    msg["Message-ID"] = f"<relayprobe.{tag.probe_id}.{tag.sent_at}@{domain}>"
+    msg["Message-ID"] = message_id(tag, mail_from)
     msg[TAG_HEADER] = str(tag)
     # RFC 3834: marks machine-generated mail so autoresponders stay quiet.
     msg["Auto-Submitted"] = "auto-generated"

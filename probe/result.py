@@ -75,6 +75,11 @@ class Reason(StrEnum):
     LATENCY_CRITICAL = "latency_critical"
     CLEANUP_FAILED = "cleanup_failed"
     INTERNAL_ERROR = "internal_error"
+    # mailbox.protocol graph and message trace (probe/graph/, docs/architecture.md "Reasons")
+    GRAPH_FAILED = "graph_failed"
+    GRAPH_ACCESS_DENIED = "graph_access_denied"
+    GRAPH_THROTTLED = "graph_throttled"
+    QUARANTINED = "quarantined"
 
 
 #: Reasons that mean "fix the configuration or the tenant", not "the relay is down":
@@ -89,6 +94,7 @@ CONFIGURATION_REASONS = frozenset(
         Reason.THROTTLED,
         Reason.IMAP_AUTH_FAILED,
         Reason.FOLDER_MISSING,
+        Reason.GRAPH_ACCESS_DENIED,
     }
 )
 
@@ -368,6 +374,87 @@ class CheckResult:
         )
 
 
+#: Microsoft's message trace statuses (exchangeMessageTrace.status, docs/m365.md#message-trace)
+#: and relayprobe's own outcomes of a trace query: the label values of relayprobe_trace_total.
+TRACE_STATUSES = (
+    "delivered",
+    "pending",
+    "failed",
+    "quarantined",
+    "filteredAsSpam",
+    "expanded",
+    "gettingStatus",
+    "not_found",  # no trace record (yet: Microsoft's trace data can lag by minutes)
+    "rate_limited",  # skipped: this process's trace budget was spent
+    "error",  # the query failed (the message says why)
+)
+
+
+@dataclass
+class TraceEvent:
+    """One event of a message trace's details (exchangeMessageTraceDetail)."""
+
+    at: dt.datetime | None
+    event: str
+    action: str | None = None
+    description: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "at": rfc3339(self.at),
+            "event": self.event,
+            "action": self.action,
+            "description": self.description,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TraceEvent:
+        if not isinstance(data, dict):
+            raise ResultError("trace.events[]", f"{data!r} is not {_KINDS[dict]}")
+        return cls(
+            at=_get(data, "trace.events[].at", dt.datetime),
+            event=_get(data, "trace.events[].event", str) or "",
+            action=_get(data, "trace.events[].action", str),
+            description=_get(data, "trace.events[].description", str),
+        )
+
+
+@dataclass
+class Trace:
+    """Microsoft's message trace of a probe that timed out, was junked or came late."""
+
+    status: str  # one of TRACE_STATUSES
+    queried_at: dt.datetime
+    message: str  # one line: what the trace says, or why there is none
+    trace_id: str | None = None  # exchangeMessageTrace.id
+    events: list[TraceEvent] = field(default_factory=list)
+    detail: str | None = None  # the telling detail: spam verdict, quarantine, NDR code
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "queried_at": rfc3339(self.queried_at),
+            "message": self.message,
+            "trace_id": self.trace_id,
+            "events": [e.to_dict() for e in self.events],
+            "detail": self.detail,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Trace:
+        events = data.get("events") or []
+        if not isinstance(events, list):
+            raise ResultError("trace.events", f"{events!r} is not a list")
+        return cls(
+            status=_get(data, "trace.status", str, required=True),
+            queried_at=_get(data, "trace.queried_at", dt.datetime, required=True),
+            message=_get(data, "trace.message", str) or "",
+            trace_id=_get(data, "trace.trace_id", str),
+            events=[TraceEvent.from_dict(e) for e in events],
+            detail=_get(data, "trace.detail", str),
+        )
+
+
 @dataclass
 class ProbeResult:
     """One probe run of one target: the contract behind ``once --json``, /api/results and Nagios."""
@@ -389,6 +476,9 @@ class ProbeResult:
     checks: list[CheckResult] = field(default_factory=list)
     # notAfter of the IMAP server's certificate at the mailbox login (None: not seen, no TLS).
     mailbox_cert_not_after: dt.datetime | None = None
+    # Microsoft's message trace of this probe, when trace is enabled and the probe timed out,
+    # was junked or came late (probe/graph/trace.py); None otherwise.
+    trace: Trace | None = None
 
     @property
     def failed_checks(self) -> list[CheckResult]:
@@ -417,6 +507,7 @@ class ProbeResult:
             "spam": self.verdict.spam.to_dict(),
             "checks": [c.to_dict() for c in self.checks],
             "mailbox_cert_not_after": rfc3339(self.mailbox_cert_not_after),
+            "trace": self.trace.to_dict() if self.trace is not None else None,
         }
 
     @classmethod
@@ -441,6 +532,7 @@ class ProbeResult:
             probe_id=_get(data, "probe_id", str),
             checks=[CheckResult.from_dict(c) for c in _checks(data)],
             mailbox_cert_not_after=_get(data, "mailbox_cert_not_after", dt.datetime),
+            trace=Trace.from_dict(trace) if (trace := _get(data, "trace", dict)) else None,
         )
 
 

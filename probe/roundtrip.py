@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import dataclasses
 import datetime as dt
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from probe.failure import ProbeFailure, local_failure
+from probe.graph.trace import TraceQuery, apply_trace, query_trace, wants_trace
+from probe.graph.watch import GraphFound, GraphWatch
 from probe.imap.watch import MailboxWatch
 from probe.imap.watcher import STALE_AFTER, Found
 from probe.m365.tokens import TokenProvider, provider_for
-from probe.message import build_message
+from probe.message import build_message, message_id
 from probe.result import (
     Arrival,
     ProbeResult,
@@ -24,7 +28,7 @@ from probe.result import (
     Timings,
 )
 from probe.smtp.submission import send_probe
-from probe.tag import PROCESS_RUN_ID, make_tag
+from probe.tag import PROCESS_RUN_ID, Tag, make_tag
 from probe.verdict.headers import parse_headers
 from probe.verdict.judge import judge
 
@@ -35,6 +39,32 @@ log = logging.getLogger("relayprobe.probe")
 
 #: Entered around the SMTP submission only: a scheduler's per-mailbox send limits.
 SendSlot = Callable[[], contextlib.AbstractAsyncContextManager[None]]
+#: A probe mail a watch saw: over IMAP (probe.imap.watcher.Found) or Graph (GraphFound).
+Arrived = Found | GraphFound
+
+
+class Watch(Protocol):
+    """What run_probe and the daemon use of a mailbox watch; MailboxWatch (IMAP) and
+    GraphWatch (Microsoft Graph) both provide it (docs/architecture.md "Detection")."""
+
+    run_id: str | None
+    folders: list[str]
+    late: collections.deque[Any]
+
+    @property
+    def cert_not_after(self) -> dt.datetime | None: ...
+
+    def placement(self, folder: str) -> str: ...
+
+    async def start(self) -> None: ...
+
+    def expect(self, tag: Tag, sent_at: float) -> asyncio.Future[Any]: ...
+
+    def forget(self, tag: Tag) -> None: ...
+
+    def outage(self, since: float) -> str | None: ...
+
+    async def stop(self) -> None: ...
 
 
 def new_watch(
@@ -42,10 +72,11 @@ def new_watch(
     target: Target,
     *,
     token_provider: TokenProvider | None = None,
-    on_late: Callable[[Found], None] | None = None,
+    on_late: Callable[[Arrived], None] | None = None,
     run_id: str | None = None,
-) -> MailboxWatch:
-    """A mailbox watch for ``target``'s inbox and junk folders (not started).
+) -> Watch:
+    """A mailbox watch for ``target``'s inbox and junk folders (not started): over IMAP, or
+    over Microsoft Graph for ``mailbox.protocol: graph`` (probe/graph/watch.py).
 
     ``run_id`` None (the default) makes the instance's long-lived watch, the daemon's: it owns
     probe mail without a run id, its own and any left by older versions. ``run_probe`` opens its
@@ -54,7 +85,8 @@ def new_watch(
     # Another run's mail is provably stale once no run of this config can still wait for it:
     # twice the longest delivery timeout, and at least an hour (clock skew between hosts).
     stale_after = max(STALE_AFTER, 2 * max(t.timeout for t in config.targets))
-    return MailboxWatch(
+    kind = GraphWatch if target.mailbox.protocol == "graph" else MailboxWatch
+    return kind(
         target.mailbox,
         target.junk_folders,
         secret=config.tag_secret.get().encode(),
@@ -70,7 +102,7 @@ async def run_probe(
     config: Config,
     target: Target,
     *,
-    watch: MailboxWatch | None = None,
+    watch: Watch | None = None,
     smtp_token: TokenProvider | None = None,
     imap_token: TokenProvider | None = None,
     send_slot: SendSlot | None = None,
@@ -134,7 +166,7 @@ async def run_probe(
 async def _round_trip(
     config: Config,
     target: Target,
-    watch: MailboxWatch,
+    watch: Watch,
     started_at: dt.datetime,
     smtp_token: TokenProvider | None,
     send_slot: SendSlot | None,
@@ -148,6 +180,14 @@ async def _round_trip(
         run=watch.run_id,  # the watch takes as its own only mail of its run id
     )
     message = build_message(tag=tag, mail_from=target.mail_from, rcpt_to=target.rcpt_to)
+    # What finds this probe in Microsoft's message trace if it goes wrong (probe/graph/trace.py).
+    query = TraceQuery(
+        sender=target.mail_from,
+        recipient=target.rcpt_to,
+        start=dt.datetime.fromtimestamp(tag.sent_at, dt.UTC) - dt.timedelta(minutes=5),
+        end=dt.datetime.now(dt.UTC),  # replaced by the time of the query
+        message_id=message_id(tag, target.mail_from),
+    )
     async with send_slot() if send_slot else contextlib.nullcontext():
         t0 = time.monotonic()
         arrival = watch.expect(tag, t0)
@@ -177,6 +217,28 @@ async def _round_trip(
         watch.forget(tag)
         timings.total_seconds = time.monotonic() - t0
         where = ", ".join(f'"{f}"' for f in watch.folders)
+        if isinstance(watch, GraphWatch) and (lost := watch.lost(t0)) is not None:
+            # Graph throttled (429) or failed during the wait: the probe may well have arrived
+            # unseen; throttling is never a delivery failure (docs/architecture.md "Reasons").
+            reason, what, remedy = lost
+            throttled = reason is Reason.GRAPH_THROTTLED
+            return ProbeResult(
+                target=target.name,
+                status=Status.UNKNOWN if throttled else Status.CRITICAL,
+                stage=Stage.DELIVER,
+                reason=reason,
+                message=(
+                    f"deliver: the relay accepted the probe ({outcome.receipt.reply_code} "
+                    f"{outcome.receipt.reply}) but the mailbox could not be watched during the "
+                    f"{target.timeout:g} s wait: {what}"
+                ),
+                remedy=remedy,
+                started_at=started_at,
+                timings=timings,
+                smtp=outcome.receipt,
+                arrival=Arrival(late_count=late_at_start),
+                probe_id=tag.probe_id,
+            )
         outage = watch.outage(t0)
         if outage is not None:
             # The mailbox could not be watched for part of the wait: the probe may well have
@@ -202,7 +264,7 @@ async def _round_trip(
                 arrival=Arrival(late_count=late_at_start),
                 probe_id=tag.probe_id,
             )
-        return ProbeResult(
+        timed_out = ProbeResult(
             target=target.name,
             status=Status.CRITICAL,
             stage=Stage.DELIVER,
@@ -223,6 +285,7 @@ async def _round_trip(
             arrival=Arrival(late_count=late_at_start),
             probe_id=tag.probe_id,
         )
+        return await _with_trace(target, timed_out, query, step)
     delivery = max(0.0, found.detected_at - outcome.accepted_at)
     timings.delivery_seconds = delivery
     timings.total_seconds = found.detected_at - t0
@@ -242,10 +305,17 @@ async def _round_trip(
         f"delivered to {found.folder} in {delivery:.2f} s; "
         + " ".join(f"{m}={getattr(verdict.auth, m) or '-'}" for m in ("spf", "dkim", "dmarc"))
     )
+    # A failed SPF/DKIM/DMARC check gets its DNS cause, from the IP and d=/s= the receiver saw
+    # (probe/posture/explain.py; imported here: checkdmarc is slow to import and rarely needed).
+    from probe.posture.explain import explain_failed_auth
+
+    explained = await explain_failed_auth(found.headers, verdict_judgement.checks, verdict, target)
+    if explained.causes:
+        message = f"{message}; {'; '.join(explained.causes)}"
     if found.cleanup_error and status is Status.OK:
         status, reason, stage = Status.WARNING, Reason.CLEANUP_FAILED, Stage.CLEANUP
         message = f"cleanup: could not delete the probe mail ({found.cleanup_error})"
-    return ProbeResult(
+    delivered = ProbeResult(
         target=target.name,
         status=status,
         stage=stage,
@@ -257,15 +327,31 @@ async def _round_trip(
         arrival=Arrival(folder=found.folder, placement=placement, late_count=late_at_start),
         verdict=verdict,
         probe_id=tag.probe_id,
-        checks=list(verdict_judgement.checks),
+        checks=list(explained.checks),
+        remedy=explained.remedy,
     )
+    return await _with_trace(target, delivered, query, step)
+
+
+async def _with_trace(
+    target: Target, result: ProbeResult, query: TraceQuery, step: Callable[[str], None]
+) -> ProbeResult:
+    """With ``trace.enabled``: Microsoft's message trace for a probe that timed out, was junked
+    or came late, in the result and, where it says more, in its reason (probe/graph/trace.py)."""
+    if not (target.trace.enabled and wants_trace(result)):
+        return result
+    step("asking Microsoft's message trace")
+    now = dt.datetime.now(dt.UTC)
+    trace = await query_trace(target, dataclasses.replace(query, end=now))
+    return apply_trace(result, trace)
 
 
 def _failed(target: Target, started_at: dt.datetime, failure: ProbeFailure) -> ProbeResult:
     timings = Timings.of_smtp(failure.phases)
     # A configuration-class or relay failure is CRITICAL: the path an application uses is broken.
     # A local problem (out of descriptors, an unreadable file) says nothing about the relay: UNKNOWN.
-    local = failure.reason is Reason.INTERNAL_ERROR
+    # Graph throttling is not a delivery failure either: the mailbox could not be asked.
+    local = failure.reason in (Reason.INTERNAL_ERROR, Reason.GRAPH_THROTTLED)
     return ProbeResult(
         target=target.name,
         status=Status.UNKNOWN if local else Status.CRITICAL,

@@ -14,7 +14,8 @@ exit codes (every command; docs/architecture.md, "Exit codes"):
   0  ok: every probe (or check) passed
   1  warning: delivered, but slower than the warning threshold or not as expected (warning severity)
   2  critical: a probe (or doctor step) failed
-  3  unknown: bad usage, a configuration error, or a local problem (e.g. out of file descriptors)
+  3  unknown: bad usage, a configuration error, a local problem (e.g. out of file descriptors),
+     or (posture) DNS that did not answer
 docs: README.md and docs/ in the source tree."""
 
 _CONFIG_HELP = "the relayprobe YAML configuration (relayprobe validate checks it)"
@@ -26,6 +27,13 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
         self.exit(3, f"{self.prog}: error: {message}\n")
+
+
+def _add_config(parser: argparse.ArgumentParser) -> None:
+    """The required ``--config FILE`` every subcommand that loads a config takes."""
+    parser.add_argument(
+        "--config", "--config.file", dest="config", required=True, metavar="FILE", help=_CONFIG_HELP
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -54,14 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     doctor = sub.add_parser(
         "doctor", help="check a target step by step without sending mail, and say what to fix"
     )
-    doctor.add_argument(
-        "--config",
-        "--config.file",
-        dest="config",
-        required=True,
-        metavar="FILE",
-        help=_CONFIG_HELP,
-    )
+    _add_config(doctor)
     doctor.add_argument(
         "--target", action="append", metavar="NAME", help="only this target (repeatable)"
     )
@@ -74,27 +75,13 @@ def _parser() -> argparse.ArgumentParser:
         help="sign a user in with a device code for a target's oauth2 device_code auth and keep "
         "the refresh token in its token_cache_file",
     )
-    login.add_argument(
-        "--config",
-        "--config.file",
-        dest="config",
-        required=True,
-        metavar="FILE",
-        help=_CONFIG_HELP,
-    )
+    _add_config(login)
     login.add_argument(
         "--target", required=True, metavar="NAME", help="the target whose user signs in"
     )
 
     once = sub.add_parser("once", help="run one probe per selected target and print the results")
-    once.add_argument(
-        "--config",
-        "--config.file",
-        dest="config",
-        required=True,
-        metavar="FILE",
-        help=_CONFIG_HELP,
-    )
+    _add_config(once)
     once.add_argument(
         "--target", action="append", metavar="NAME", help="only this target (repeatable)"
     )
@@ -146,6 +133,92 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument(
         "--json", action="store_true", help="print the result (valid, errors, targets) as JSON"
     )
+
+    posture = sub.add_parser(
+        "posture",
+        help="SPF, DKIM, DMARC, MX, MTA-STS and TLS-RPT of sending domains, one line per check",
+    )
+    posture.add_argument(
+        "domain", nargs="*", metavar="DOMAIN", help="a sending domain (the part after @)"
+    )
+    posture.add_argument(
+        "--config",
+        "--config.file",
+        dest="config",
+        metavar="FILE",
+        help="also check each target's mail_from domain with its posture settings",
+    )
+    posture.add_argument(
+        "--target", action="append", metavar="NAME", help="with --config: only this target"
+    )
+    posture.add_argument(
+        "--dns-server",
+        metavar="IP[:PORT]",
+        help="ask this DNS server (default: the system resolver, or posture.dns_server)",
+    )
+    posture.add_argument(
+        "--dkim-selector",
+        action="append",
+        default=[],
+        metavar="S",
+        help="also check this DKIM selector (the mode's Microsoft selectors always; repeatable)",
+    )
+    posture.add_argument(
+        "--ip", metavar="IP", help="also evaluate SPF for mail delivered from this address"
+    )
+    posture.add_argument(
+        "--mode",
+        default="submission",
+        choices=["submission", "direct_send", "connector", "hve", "acs"],
+        help="the relay mode: all but direct_send need Microsoft's SPF include (default submission)",
+    )
+    posture.add_argument(
+        "--cloud",
+        default="global",
+        choices=["global", "gcc", "gcc_high", "dod", "china"],
+        help="the Microsoft cloud whose SPF include is required (default global)",
+    )
+    posture.add_argument(
+        "--tenant",
+        metavar="NAME",
+        help="the tenant's initial domain (contoso.onmicrosoft.com): DKIM CNAMEs must point there",
+    )
+    posture.add_argument(
+        "--ca-file", metavar="FILE", help="trust this CA for the MTA-STS policy's HTTPS"
+    )
+    posture.add_argument(
+        "--timeout", type=float, default=5.0, metavar="SECONDS", help="per DNS lookup (default 5)"
+    )
+    posture.add_argument(
+        "--json", action="store_true", help="print every check with its record value as JSON"
+    )
+
+    trace = sub.add_parser(
+        "trace",
+        help="Microsoft's message trace (Graph) of a target's latest or a given probe: status, "
+        "events, the detail that explains it",
+    )
+    _add_config(trace)
+    trace.add_argument("--target", required=True, metavar="NAME", help="the target whose probe")
+    trace.add_argument(
+        "--probe-id",
+        metavar="ID",
+        help="the probe's id (its subject, the result's probe_id); default: the latest one "
+        "of a running daemon (--daemon)",
+    )
+    trace.add_argument(
+        "--daemon",
+        metavar="URL",
+        help="a running relayprobe daemon (http://host:9833) whose latest result names the probe",
+    )
+    trace.add_argument(
+        "--hours",
+        type=float,
+        default=48.0,
+        metavar="H",
+        help="with --probe-id: search this far back (default 48, at most 240: 10 days)",
+    )
+    trace.add_argument("--json", action="store_true", help="print the trace as JSON")
 
     demo = sub.add_parser(
         "demo",
@@ -212,6 +285,25 @@ def main(argv: Sequence[str] | None = None) -> int:
                 file=sys.stderr,
             )
         return run_validate(args.config or args.config_file, as_json=args.json)
+    if args.command == "posture":
+        from relayprobe.posture import run_posture
+
+        return run_posture(
+            args.domain,
+            config=args.config,
+            targets=args.target,
+            dns_server=args.dns_server,
+            selectors=args.dkim_selector,
+            ip=args.ip,
+            mode=args.mode,
+            cloud=args.cloud,
+            tenant=args.tenant,
+            ca_file=args.ca_file,
+            timeout=args.timeout,
+            as_json=args.json,
+            out=sys.stdout,
+            err=sys.stderr,
+        )
     if args.command == "demo":
         from relayprobe.demo import run_demo
 
@@ -223,6 +315,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_doctor(
             args.config, targets=args.target, as_json=args.json, out=sys.stdout, err=sys.stderr
+        )
+    if args.command == "trace":
+        from relayprobe.trace import run_trace
+
+        return run_trace(
+            args.config,
+            args.target,
+            probe_id=args.probe_id,
+            daemon=args.daemon,
+            hours=args.hours,
+            as_json=args.json,
+            out=sys.stdout,
+            err=sys.stderr,
         )
     if args.command == "login":
         from relayprobe.login import run_login

@@ -278,8 +278,41 @@ def _capabilities(smtp: smtplib.SMTP) -> str:
     return ", ".join(parts)
 
 
+def _check_graph(r: _Report, target: Target) -> None:
+    """mailbox.protocol graph: token, then every folder found and read once (nothing deleted)."""
+    from probe.graph.watch import GraphWatch
+
+    cfg = target.mailbox
+    r.heading(None, f"  mailbox {cfg.graph_user} over Microsoft Graph {cfg.graph_url}")
+    _dns(r, cfg.host, cfg.port)
+    _tcp(r, cfg.host, cfg.port, cfg.timeout)
+    _token(r, "graph-token", cfg.auth)
+    watch = GraphWatch(
+        cfg,
+        target.junk_folders,
+        secret=b"doctor-reads-only",  # verifies no tag: the doctor touches nothing
+        instance="relayprobe-doctor",
+        stale_after=float("inf"),
+        token_provider=token_provider(cfg.auth),
+        delete=False,
+    )
+
+    async def read() -> None:
+        await watch.start()
+        await watch.stop()
+
+    start = time.monotonic()
+    try:
+        asyncio.run(read())
+    except ProbeFailure as f:
+        r.fail("graph-folders", f.message, f.remedy)
+    r.ok("graph-folders", f"{', '.join(watch.folders)} read in {time.monotonic() - start:.3f} s")
+
+
 def _check_imap(r: _Report, target: Target) -> None:
     cfg = target.mailbox
+    if cfg.protocol == "graph":
+        return _check_graph(r, target)
     r.heading(None, f"  mailbox {cfg.host}:{cfg.port} {cfg.security} as {cfg.auth.username}")
     _dns(r, cfg.host, cfg.port)
     _tcp(r, cfg.host, cfg.port, cfg.timeout)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from exporters.statuspage.history import describe, state_svg
 from exporters.statuspage.markup import (
@@ -18,6 +19,8 @@ from exporters.statuspage.markup import (
     target_href,
     until,
 )
+from exporters.statuspage.posture import posture_section
+from exporters.statuspage.trace import trace_section
 from exporters.statuspage.view import (
     Summary,
     TargetView,
@@ -212,8 +215,10 @@ def overview_page(
     reload_errors: Sequence[str] = (),
     wall: bool = False,
     refresh: int = 10,
+    posture: Sequence[Any] = (),
 ) -> Page:
-    """``/``: the summary banner and one row per target, worst first; ``wall``: tiles only."""
+    """``/``: the summary banner and one row per target, worst first; ``wall``: tiles only;
+    ``posture``: the monitored sending domains (exporters/posture.py), a section below."""
     targets = views(states, next_run)
     s = summarize(targets)
     banner = _banner(
@@ -238,6 +243,7 @@ def overview_page(
         "thresholds dashed. Times show their exact value on hover.</p>"
     )
     body = f'{banner}<main class="targets" id="results">\n{rows}\n</main>{legend}'
+    body += posture_section(posture, now)
     return shell(title, body, root="", refresh=refresh)
 
 
@@ -381,7 +387,7 @@ def result_sections(result: ProbeResult, now: dt.datetime, finished_at: dt.datet
         f'<section class="box"><div class="grid2"><div><h3>Timings</h3>{timings}</div>'
         f"<div><h3>SMTP</h3>{_kv(smtp_rows)}<h3>Arrival</h3>{arrival}</div></div></section>"
         f'<section class="box verdict"><h3>Verdict headers read</h3><div class="grid2">'
-        f"<div>{auth}</div><div>{spam}</div></div><h3>Hops</h3>{hops}</section>"
+        f"<div>{auth}</div><div>{spam}</div></div><h3>Hops</h3>{hops}</section>" + trace_section(r)
     )
 
 

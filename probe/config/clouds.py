@@ -25,6 +25,9 @@ class Cloud:
     mx_suffix: str  # the tenant MX is "<domain with - for .>.<mx_suffix>"
     hve_host: str  # High Volume Email
     acs_host: str  # Azure Communication Services Email
+    # Microsoft Graph's service root (mailbox.protocol graph, message trace): app-only scope
+    # "<graph>/.default" (docs/m365.md#microsoft-graph).
+    graph: str = "https://graph.microsoft.com"
     unverified: frozenset[str] = frozenset()
 
     @property
@@ -39,6 +42,11 @@ class Cloud:
     def scope(self) -> str:
         """The app-only (client credentials) scope for SMTP and IMAP."""
         return f"{self.exchange}/.default"
+
+    @property
+    def graph_scope(self) -> str:
+        """The app-only scope of Microsoft Graph in this cloud (mailbox.protocol graph)."""
+        return f"{self.graph}/.default"
 
     def delegated_scope(self, protocol: str) -> str:
         """The delegated permission a device-code sign-in asks for ("smtp" or "imap")."""
@@ -75,7 +83,8 @@ CLOUDS: dict[str, Cloud] = {
         mx_suffix="mail.protection.outlook.com",
         hve_host=_HVE,
         acs_host=_ACS,
-        unverified=_SOVEREIGN,
+        # Microsoft's deployments page lists only the US Government L4/L5 and China roots.
+        unverified=_SOVEREIGN | {"graph"},
     ),
     "gcc_high": Cloud(
         "gcc_high",
@@ -87,6 +96,7 @@ CLOUDS: dict[str, Cloud] = {
         mx_suffix="mail.protection.office365.us",
         hve_host=_HVE,
         acs_host=_ACS,
+        graph="https://graph.microsoft.us",
         unverified=_SOVEREIGN,
     ),
     # No smtp-dod host is known anywhere: DoD clients submit to outlook-dod.office365.us.
@@ -100,6 +110,7 @@ CLOUDS: dict[str, Cloud] = {
         mx_suffix="mail.protection.office365.us",
         hve_host=_HVE,
         acs_host=_ACS,
+        graph="https://dod-graph.microsoft.us",
         unverified=_SOVEREIGN,
     ),
     "china": Cloud(
@@ -112,6 +123,7 @@ CLOUDS: dict[str, Cloud] = {
         mx_suffix="mail.protection.partner.outlook.cn",
         hve_host=_HVE,
         acs_host=_ACS,
+        graph="https://microsoftgraph.chinacloudapi.cn",
         unverified=_SOVEREIGN,
     ),
 }

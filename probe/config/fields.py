@@ -162,3 +162,29 @@ def results_field(key: str) -> Any:
 
 def _opt(fn: Any) -> Any:
     return lambda v: None if v is None else fn(v)
+
+
+def parse_dns_server(text: str) -> tuple[str, int]:
+    """``IP``, ``IP:PORT`` or ``[IPv6]:PORT`` -> (ip, port 53 by default); ValueError says why."""
+    import ipaddress
+
+    text = text.strip()
+    host, port = text, "53"
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        if rest and not rest.startswith(":"):
+            raise ValueError(f'"{text}": expected [IPv6]:PORT')
+        port = rest[1:] or port
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f'"{text}": not an IP address (IP or IP:PORT)') from None
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f'"{text}": port must be 1-65535')
+    return host, int(port)
+
+
+# A DNS server for the posture checks (docs/configuration.md#posture).
+DnsServer = Annotated[str, AfterValidator(checked(lambda v: parse_dns_server(v) and v.strip()))]

@@ -117,9 +117,9 @@ def _threshold_problems(p: str, t: TargetIn, th: Thresholds, timeout: float | No
 
 def _inherited(t: TargetIn, d: Defaults, gaps: frozenset[str], key: str) -> Any:
     """What target ``t`` ends up with for ``key``: its own value, or the default's (merged key by
-    key for expect and thresholds); None when that depends on a ``defaults`` key that failed."""
+    key for expect, thresholds and posture); None when that depends on a ``defaults`` key that failed."""
     own = getattr(t, key)
-    if key in ("expect", "thresholds"):
+    if key in ("expect", "thresholds", "posture"):
         if key not in gaps:
             return _merge(getattr(d, key), own)
         # Without a usable default only a target that sets every key knows its own value.
@@ -145,11 +145,39 @@ def _target_problems(
     expect, junk = _inherited(t, d, gaps, "expect"), _inherited(t, d, gaps, "junk_folders")
     if expect is not None and expect.placement == "junk" and junk is not None and not junk:
         out.append(f'{p}.expect.placement: "junk" needs at least one junk_folders entry')
+    trace = _inherited(t, d, gaps, "trace")
+    if trace is not None and trace.enabled:
+        out += _trace_problems(p, t)
+    return out
+
+
+def _trace_problems(p: str, t: TargetIn) -> list[str]:
+    """Message trace is Graph, app-only and global-cloud only (docs/configuration.md)."""
+    out = []
+    if t.cloud != "global":
+        out.append(
+            f"{p}.trace.enabled: Microsoft's message trace API exists in the global cloud only, "
+            f'not in cloud "{t.cloud}"; turn trace off for this target'
+        )
+    a = t.mailbox.auth
+    if a.method != "oauth2" or a.flow != "client_credentials":
+        out.append(
+            f"{p}.trace.enabled: message trace uses the mailbox's app-only OAuth client "
+            '(mailbox.auth method "oauth2", flow "client_credentials") with '
+            "ExchangeMessageTrace.Read.All"
+        )
     return out
 
 
 def _resolve(cin: ConfigIn, warnings: list[str], errors: list[str]) -> Config:
     d, targets = cin.defaults, []
+    if "late_grace" in d.model_fields_set:
+        # Kept so older configs still load; own probe mail that comes after its timeout is always
+        # counted as late and deleted, however late (docs/configuration.md, "defaults").
+        warnings.append(
+            "defaults.late_grace has no effect and can be removed: a probe that arrives after its "
+            "timeout is always counted as late and deleted"
+        )
     inheritable = set(Target.model_fields) - set(TargetBase.model_fields)
     for i, t in enumerate(cin.targets):
         errors += _target_problems(i, t, d)

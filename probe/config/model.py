@@ -13,6 +13,7 @@ from probe.config.clouds import CloudName, cloud_of
 from probe.config.fields import (
     Address,
     CaFile,
+    DnsServer,
     Duration,
     File,
     Host,
@@ -190,7 +191,9 @@ def _delegated_scope(protocol: str) -> Any:
 
 def _default_port(ports: dict[str, int]) -> Any:
     def fill(data: Any) -> Any:
-        if isinstance(data, dict) and data.get("port") is None:
+        # A graph mailbox gets its port from graph_url (_graph_fill), whichever runs first.
+        graph = isinstance(data, dict) and data.get("protocol") == "graph"
+        if isinstance(data, dict) and data.get("port") is None and not graph:
             sec = data.get("security", next(iter(ports)))
             data = (
                 {**data, "port": ports[sec]}
@@ -235,17 +238,87 @@ class Smtp(_Model):
         return self
 
 
+class GraphPoll(_Model):
+    """How often a Graph mailbox is asked for new mail (docs/configuration.md#microsoft-graph)."""
+
+    fast: Positive = 0.25  # seconds between polls right after a send
+    fast_window: Positive = 5.0  # how long after a send the fast polls go on
+    interval: Positive = 2.0  # while a probe is awaited, after the fast window
+    idle: Positive = 60.0  # nothing awaited: late mail and other runs' stale mail
+
+
+#: Mailbox keys that only IMAP uses: a graph mailbox naming one is a config error.
+_IMAP_ONLY = ("host", "port", "security")
+#: Mailbox keys that only Graph uses.
+_GRAPH_ONLY = ("user", "graph_url", "poll")
+
+
+def _graph_fill(data: Any) -> Any:
+    """A graph mailbox: report IMAP-only keys, then fill host/port/security from the Graph URL
+    (one place for the scheduler's mailbox key and messages) and the app-only Graph scope of the
+    block's cloud (docs/configuration.md#microsoft-graph)."""
+    if not isinstance(data, dict) or data.get("protocol") != "graph":
+        return data
+    wrong = [(k, 'only for protocol "imap" (a graph mailbox uses graph_url)') for k in _IMAP_ONLY]
+    _problems(*[(k, m) for k, m in wrong if k in data])
+    auth = data.get("auth")
+    cloud = cloud_of(auth.get("cloud") if isinstance(auth, dict) else None)
+    url = data.get("graph_url") or cloud.graph
+    data = {**data, "graph_url": url}
+    # A malformed graph_url is reported at graph_url; host and port then come from the cloud.
+    m = re.match(r"^https://([^/:\s]+)(?::(\d+))?/?$", url if isinstance(url, str) else "")
+    m = m or re.match(r"^https://([^/:\s]+)(?::(\d+))?/?$", cloud.graph)
+    if m is not None:
+        data |= {"host": m.group(1), "port": int(m.group(2) or 443), "security": "tls"}
+    if isinstance(auth, dict) and auth.get("method") == "oauth2" and "scope" not in auth:
+        data["auth"] = {**auth, "scope": cloud.graph_scope}
+    return data
+
+
 class Mailbox(_Model):
-    host: Host
+    # imap (default) or graph: Microsoft Graph for tenants with IMAP switched off (probe/graph/).
+    protocol: Literal["imap", "graph"] = "imap"
+    host: Host  # graph: filled from graph_url
     port: Port = 993  # filled from security when left out: tls 993, starttls 143
     security: Literal["tls", "starttls"] = "tls"
     ca_file: CaFile | None = None
     timeout: Positive = 30.0
     folder: Text = "INBOX"
     auth: Auth
+    # graph: the mailbox's UPN or object id (default auth.username), the service root (default
+    # the cloud's, probe/config/clouds.py) and how often to poll.
+    user: Text | None = None
+    graph_url: Annotated[str, Field(pattern=r"^https://[^/\s]+/?$")] | None = None
+    poll: GraphPoll | None = None
 
+    fill_graph = model_validator(mode="before")(classmethod(lambda _cls, data: _graph_fill(data)))
     fill_port = _default_port({"tls": 993, "starttls": 143})
     fill_scope = _delegated_scope("imap")
+
+    @model_validator(mode="after")
+    def check_protocol(self) -> Mailbox:
+        got = {k for k in self.model_fields_set if getattr(self, k) is not None}
+        if self.protocol == "imap":
+            _problems(*[(k, 'only for protocol "graph"') for k in _GRAPH_ONLY if k in got])
+            return self
+        a, out = self.auth, []
+        if a.method != "oauth2" or a.flow != "client_credentials":
+            # Graph mail access here is app-only: Mail.ReadWrite scoped to this one mailbox with
+            # RBAC for Applications (docs/configuration.md#microsoft-graph).
+            out.append(
+                (
+                    "auth.method",
+                    'protocol "graph" needs app-only OAuth (method "oauth2", flow '
+                    '"client_credentials") with the Mail.ReadWrite application permission',
+                )
+            )
+        _problems(*out)
+        return self
+
+    @property
+    def graph_user(self) -> str:
+        """The mailbox Graph reads: ``user`` or the auth block's username."""
+        return self.user or self.auth.username
 
 
 class Expect(_Model):
@@ -261,6 +334,39 @@ class Expect(_Model):
 class Thresholds(_Model):
     warning: Positive | None = None
     critical: Positive | None = None
+
+
+class TraceSettings(_Model):
+    """Message trace on failure (probe/graph/trace.py, docs/configuration.md#message-trace):
+    opt-in, app-only (ExchangeMessageTrace.Read.All), global cloud only."""
+
+    enabled: bool = False
+    # Credentials: the mailbox's app-only oauth2 client, asking for Graph's scope (one app).
+    # Message traces a minute for this whole process: Microsoft allows 100 requests per 5
+    # minutes per tenant and a trace takes two (docs/m365.md#message-trace).
+    max_per_minute: Annotated[int, BeforeValidator(checked(no_bool)), Field(ge=1, le=20)] = 4
+    # Graph's service root and its CA file: a graph mailbox's by default, else the cloud's.
+    graph_url: Annotated[str, Field(pattern=r"^https://[^/\s]+/?$")] | None = None
+    ca_file: CaFile | None = None
+
+
+class Posture(_Model):
+    """DNS posture of the sending domain (probe/posture/, docs/configuration.md#posture)."""
+
+    enabled: bool = False  # the daemon's scheduled checks; failing-verdict explanations always run
+    interval: Positive = 3600.0
+    dns_server: DnsServer | None = None  # IP[:PORT]; None: the system resolver
+    timeout: Positive = 5.0  # per DNS lookup (explanations inside a probe use at most 2 s)
+    # None: the mode's (Microsoft 365's selector1/selector2; ACS's pair for mode acs)
+    dkim_selectors: list[Text] | None = None
+    # None: from the mode (docs/configuration.md#posture: all but direct_send)
+    require_microsoft_include: bool | None = None
+    # The tenant's initial domain (contoso or contoso.onmicrosoft.com): DKIM CNAMEs must name it.
+    tenant: Text | None = None
+    ca_file: CaFile | None = None  # trust for the MTA-STS policy's HTTPS (default: system store)
+    # Append the DNS cause to a failed spf/dkim/dmarc check (off: the records are not in any DNS
+    # relayprobe can ask, like the demo's in-memory mail system).
+    explain: bool = True
 
 
 class TargetBase(_Model):
@@ -283,6 +389,8 @@ class Target(TargetBase):
     junk_folders: list[str]
     expect: Expect
     thresholds: Thresholds
+    trace: TraceSettings = Field(default_factory=TraceSettings)
+    posture: Posture = Field(default_factory=Posture)
 
 
 class TargetIn(TargetBase):
@@ -292,6 +400,8 @@ class TargetIn(TargetBase):
     junk_folders: list[Text] | None = None
     expect: Expect | None = None
     thresholds: Thresholds | None = None
+    trace: TraceSettings | None = None
+    posture: Posture | None = None
 
 
 class Defaults(_Model):
@@ -303,6 +413,8 @@ class Defaults(_Model):
     cloud: CloudName = "global"
     expect: Expect = Field(default_factory=Expect)
     thresholds: Thresholds = Field(default_factory=Thresholds)
+    trace: TraceSettings = Field(default_factory=TraceSettings)
+    posture: Posture = Field(default_factory=Posture)
 
 
 class ConfigIn(_Model):

@@ -253,6 +253,7 @@ def apply_preset(target: Any, where: str, errors: list[str], warnings: list[str]
         errors += _connector(t, smtp, where, cloud)
     t["smtp"] = smtp
     mailbox = t.get("mailbox")
-    if isinstance(mailbox, Mapping) and "host" not in mailbox:
+    graph = isinstance(mailbox, Mapping) and mailbox.get("protocol") == "graph"  # no IMAP host
+    if isinstance(mailbox, Mapping) and "host" not in mailbox and not graph:
         t["mailbox"] = {**mailbox, "host": cloud.imap_host}
     return t

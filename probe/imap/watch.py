@@ -1,4 +1,4 @@
-"""A mailbox watched in all its probe folders, bridging the watcher threads to asyncio futures."""
+"""A mailbox watched in all its probe folders, bridging the pool's watcher steps to asyncio futures."""
 
 from __future__ import annotations
 
@@ -35,7 +35,9 @@ def _claimed(nonce: str) -> bool:
 
 
 class MailboxWatch:
-    """Watchers for the inbox folder and each junk folder of one mailbox (one connection each).
+    """Watchers for the inbox folder and each junk folder of one mailbox (one connection each,
+    held while a probe is awaited and for a linger after it; docs/architecture.md, "Watching many
+    mailboxes").
 
     The future of ``expect`` resolves with the first folder that sees the tagged message. Probe
     mail of this instance and run that nobody waits for (a timed-out probe arriving late, or stale
@@ -99,7 +101,8 @@ class MailboxWatch:
         return "inbox" if folder == self.cfg.folder else "junk"
 
     async def start(self) -> None:
-        """Log in to every folder (before anything is sent); raise ProbeFailure on the first error."""
+        """Log in to every folder (before anything is sent); raise ProbeFailure on the first error.
+        Then the pool keeps watching: logged in while probes are awaited, out between them."""
         self._loop = asyncio.get_running_loop()
         results = await asyncio.gather(
             *(asyncio.to_thread(w.open) for w in self.watchers), return_exceptions=True
@@ -115,7 +118,7 @@ class MailboxWatch:
             watcher.start()
 
     def _token_in_thread(self) -> str | None:
-        # Reconnects happen in watcher threads; a fresh token comes from the loop's provider.
+        # Reconnects happen in the pool's threads; a fresh token comes from the loop's provider.
         if self._token_provider is None or self._loop is None:
             return None
         call = asyncio.run_coroutine_threadsafe(self._token_provider(), self._loop)

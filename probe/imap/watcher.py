@@ -1,4 +1,5 @@
-"""One IMAP folder watched in a thread: IDLE or polling, tag verification, cleanup of own probes."""
+"""One IMAP folder watched in steps on the shared pool: polls while a probe is awaited, tag
+verification, cleanup of own probes, connection kept only while it pays."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from imapclient.exceptions import IMAPClientError
 
 from probe.failure import ProbeFailure
 from probe.imap import session as imap
-from probe.result import Reason
+from probe.imap.pool import WatchPool, connection_slots, default_pool
+from probe.result import Reason, Stage
 from probe.tag import SUBJECT_MARKER, TAG_HEADER, Tag, verify_tag
 
 if TYPE_CHECKING:
@@ -25,10 +27,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("relayprobe.imap")
 
 _TAG_FIELD = f"BODY.PEEK[HEADER.FIELDS ({TAG_HEADER.upper()})]".encode()
-# Seconds per idle_check: a local poll() only, no traffic, so a new probe (which switches to fast
-# polling) or a stop is noticed within this time.
-_IDLE_SLICE = 0.05
-_REIDLE_AFTER = 25 * 60  # RFC 2177 servers drop IDLE after 30 min; Microsoft after ~29
 #: Seconds after its (authenticated) send time from which another run's probe mail is provably
 #: stale: no run waits that long, so a sweep may delete it (docs/architecture.md, "Cleanup").
 STALE_AFTER = 3600.0
@@ -55,12 +53,26 @@ class Found:
 
 @dataclass
 class WatchSettings:
-    """How eagerly to look: fast NOOP polls right after a send, IDLE (or slow polls) otherwise."""
+    """How eagerly to look (docs/architecture.md, "Watching many mailboxes").
+
+    Polls (NOOP + UID SEARCH) every ``fast_interval`` right after a send, every ``wait_interval``
+    while a probe is still awaited (``slow_wait_interval`` once it is ``slow_after`` seconds
+    old), and every ``linger_interval`` while it lingers after the last awaited probe; then the
+    connection is logged out until the next ``expect``. The linger follows the mailbox's own
+    cadence: when its probes came at most ``linger`` seconds apart, the connection is kept until
+    just after the next one is due (reused, never a login per probe); otherwise it is logged out
+    ``short_linger`` seconds after the last one, and the next probe logs in again (before its send,
+    so the login is not delivery latency).
+    """
 
     fast_interval: float = 0.05
     fast_window: float = 3.0
-    poll_interval: float = 2.0  # servers without IDLE
-    idle_recheck: float = 2.0  # leave IDLE and search this often while a probe is expected
+    wait_interval: float = 0.5
+    slow_after: float = 30.0
+    slow_wait_interval: float = 2.0
+    linger: float = 120.0
+    short_linger: float = 10.0
+    linger_interval: float = 10.0
     # Sweep the folder again this often for other runs' stale mail: it arrived while it was
     # still fresh (and was left alone), and a long-lived watcher would otherwise keep it forever.
     resweep_interval: float = 1800.0
@@ -68,7 +80,7 @@ class WatchSettings:
 
 
 class FolderWatcher:
-    """Watches one folder of one mailbox from its own thread; never blocks the event loop.
+    """Watches one folder of one mailbox in steps run by a shared pool; never blocks the loop.
 
     Only messages whose tag verifies under ``secret`` and names ``instance`` are touched;
     everything else in the mailbox is left exactly as it is. Of those, mail of this watcher's
@@ -91,8 +103,11 @@ class FolderWatcher:
         token_source: Callable[[], str | None] = lambda: None,
         token_refused: Callable[[str], bool] = lambda token: False,
         settings: WatchSettings | None = None,
+        pool: WatchPool | None = None,
     ) -> None:
         self.cfg, self.folder = cfg, folder
+        self._pool = pool or default_pool()
+        self._slot_key = (cfg.host, cfg.port, cfg.auth.username.lower())
         self._secret, self._instance = secret, instance
         self.run_id, self._stale_after, self._claimed = run_id, stale_after, claimed
         self._on_found, self._token_source = on_found, token_source
@@ -104,9 +119,12 @@ class FolderWatcher:
         self._expected: dict[str, float] = {}  # nonce -> monotonic time the probe was sent
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
         self._swept_at = time.monotonic()
+        self._active_until = 0.0  # monotonic end of the linger after the last awaited probe
+        self._last_expect: float | None = None
+        self._gap: float | None = None  # seconds between the last two probes into this folder
+        self._retry_at = 0.0  # no reconnect before this (backoff after a lost connection)
+        self._backoff = 1.0
         self.last_error: str | None = None
         # time.monotonic() of the last lost connection; None while the watcher is connected.
         self.down_since: float | None = None
@@ -119,22 +137,29 @@ class FolderWatcher:
     # -- called from the event loop's side -------------------------------------------------
     def open(self) -> None:
         """Connect, log in, select and sweep; blocking (run it in a thread). Raises ProbeFailure."""
-        token = self._token_source()
+        if self._client is not None:
+            return
+        if not connection_slots.acquire(self._slot_key, self.cfg.timeout):
+            raise ProbeFailure.at(
+                Stage.DELIVER,
+                Reason.IMAP_FAILED,
+                imap.where(self.cfg),
+                f"{connection_slots.limit} IMAP connections to {self.cfg.auth.username} are "
+                f"open in this process already (Microsoft allows {connection_slots.limit} per "
+                "mailbox)",
+                remedy="fewer targets or folders on this mailbox, or probes further apart; "
+                "tried again at the next run",
+            )
         try:
-            client = imap.connect(self.cfg, token=token)
-        except ProbeFailure as failure:
-            # A cached token the server refused (key rotated, consent changed): drop it and try
-            # once with a fresh one; a fresh token refused is the real auth failure.
-            if failure.reason is not Reason.IMAP_AUTH_FAILED or not token:
+            client = self._login()
+            self.cert_not_after, self.logged_in_at = imap.cert_not_after(client), time.monotonic()
+            try:
+                status = imap.select(self.cfg, client, self.folder)
+            except ProbeFailure:
+                imap._quietly_close(client)
                 raise
-            if not self._token_refused(token):
-                raise
-            client = imap.connect(self.cfg, token=self._token_source())
-        self.cert_not_after, self.logged_in_at = imap.cert_not_after(client), time.monotonic()
-        try:
-            status = imap.select(self.cfg, client, self.folder)
-        except ProbeFailure:
-            imap._quietly_close(client)
+        except BaseException:
+            connection_slots.release(self._slot_key)
             raise
         self._client = client
         uidvalidity = int(status.get(b"UIDVALIDITY", 0))  # type: ignore[call-overload]
@@ -147,14 +172,33 @@ class FolderWatcher:
         else:
             self._check_new()
 
+    def _login(self) -> imapclient.IMAPClient:
+        token = self._token_source()
+        try:
+            return imap.connect(self.cfg, token=token)
+        except ProbeFailure as failure:
+            # A cached token the server refused (key rotated, consent changed): drop it and try
+            # once with a fresh one; a fresh token refused is the real auth failure.
+            if failure.reason is not Reason.IMAP_AUTH_FAILED or not token:
+                raise
+            if not self._token_refused(token):
+                raise
+            return imap.connect(self.cfg, token=self._token_source())
+
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name=f"imap-{self.folder}", daemon=True)
-        self._thread.start()
+        """Hand the (opened) watcher to the pool: it lingers, then logs out until expected."""
+        self._active_until = time.monotonic() + self._linger()
+        self._pool.wake(self)
 
     def expect(self, nonce: str, sent_at: float) -> None:
+        now = time.monotonic()
         with self._lock:
             self._expected[nonce] = sent_at
-        self._wake.set()
+            if self._last_expect is not None:
+                self._gap = now - self._last_expect
+            self._last_expect = now
+        if not self._stop.is_set():
+            self._pool.wake(self)
 
     def forget(self, nonce: str) -> None:
         with self._lock:
@@ -162,93 +206,75 @@ class FolderWatcher:
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-        if self._client is not None:
-            imap._quietly_close(self._client)
-            self._client = None
+        self._pool.forget(self, timeout)
+        self._close()
 
-    # -- the watcher thread ----------------------------------------------------------------
-    def _run(self) -> None:
-        backoff = 1.0
-        while not self._stop.is_set():
-            try:
-                if self._client is None:
-                    self.open()
-                    backoff = 1.0
-                    self.last_error, self.down_since = None, None
-                self._watch_once()
-            except (ProbeFailure, OSError, IMAPClientError) as exc:
-                if self._stop.is_set():
-                    break
-                self.last_error = (
-                    f"{imap.where(self.cfg)} folder {self.folder!r}: {imap.server_text(exc)}"
-                )
-                now = time.monotonic()
-                self.down_since = self.down_since or now
-                self.last_lost_at = now
-                log.warning("imap watcher lost its connection: %s", self.last_error)
-                if self._client is not None:
-                    imap._quietly_close(self._client)
-                    self._client = None
-                # Jittered exponential backoff keeps many probes from reconnecting in lock-step.
-                self._stop.wait(backoff * random.uniform(0.8, 1.2))
-                backoff = min(backoff * 2, 60.0)
+    def _close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            imap._quietly_close(client)
+            connection_slots.release(self._slot_key)
 
-    def _fast(self) -> bool:
+    # -- one step, run by the pool ---------------------------------------------------------
+    def step(self) -> float | None:
+        """Connect if needed, look for new mail once; the seconds until the next look, or None
+        when nothing is awaited and the linger is over (logged out until the next ``expect``)."""
+        if self._stop.is_set():
+            return None
         now = time.monotonic()
+        settings = self.settings
         with self._lock:
-            return any(now - sent < self.settings.fast_window for sent in self._expected.values())
-
-    def _watch_once(self) -> None:
-        assert self._client is not None
-        if self._fast():
+            ages = [now - sent for sent in self._expected.values()]
+        if ages:
+            self._active_until = now + self._linger()
+        elif now >= self._active_until:
+            self._close()  # nothing awaited for a while: the next probe logs in again
+            return None
+        try:
+            if self._client is None:
+                if now < self._retry_at:
+                    return self._retry_at - now
+                self.open()  # looks for mail that came while logged out
+                self._backoff = 1.0
+                self.last_error, self.down_since = None, None
+            else:
+                self._client.noop()
+                self._check_new()
+                if now - self._swept_at >= settings.resweep_interval:
+                    self._sweep(resweep=True)
+        except (ProbeFailure, OSError, IMAPClientError) as exc:
+            if self._stop.is_set():
+                return None
+            self._lost(exc)
+            return self._retry_at - time.monotonic()
+        if any(age < settings.fast_window for age in ages):
             # Right after a send: NOOP makes a server show new mail at once (Dovecot holds IDLE
             # pushes back ~0.5 s), so a short poll measures delivery close to the real landing.
-            self._client.noop()
-            self._check_new()
-            self._stop.wait(self.settings.fast_interval)
-            return
-        if time.monotonic() - self._swept_at >= self.settings.resweep_interval:
-            self._sweep(resweep=True)
-        if self._client.has_capability("IDLE"):
-            self._idle()
-        else:
-            self._client.noop()
-            self._check_new()
-            self._wake.clear()
-            self._wake.wait(self.settings.poll_interval)
+            return settings.fast_interval
+        if ages:
+            fresh = min(ages) < settings.slow_after
+            return settings.wait_interval if fresh else settings.slow_wait_interval
+        resweep = self._swept_at + settings.resweep_interval - now
+        return max(0.0, min(settings.linger_interval, resweep, self._active_until - now))
 
-    def _idle(self) -> None:
-        assert self._client is not None
-        self._wake.clear()
-        self._client.idle()
-        started = time.monotonic()
-        with self._lock:
-            waiting = bool(self._expected)
-        # imaplib reads through a buffered file: an EXISTS sent together with "+ idling" can sit
-        # in that buffer where idle_check's poll() never sees it. While a probe is expected,
-        # leave IDLE and look every few seconds so such a miss costs seconds, not a timeout.
-        limit = (
-            self.settings.idle_recheck
-            if waiting
-            else min(_REIDLE_AFTER, self.settings.resweep_interval)
-        )
-        try:
-            while not (self._stop.is_set() or self._wake.is_set()):
-                if (
-                    self._client.idle_check(timeout=_IDLE_SLICE)
-                    or time.monotonic() - started > limit
-                ):
-                    break
-        finally:
-            if not self._stop.is_set():
-                self._client.idle_done()
-        # Always look after leaving IDLE: an EXISTS that arrives while DONE is in flight comes
-        # back with DONE's completion and would otherwise be lost until the next push.
-        if not self._stop.is_set():
-            self._check_new()
+    def _linger(self) -> float:
+        """How long to stay logged in after the last awaited probe: until just after the next
+        one when probes come at most ``linger`` apart (reuse pays), else ``short_linger``."""
+        gap, settings = self._gap, self.settings
+        if gap is not None and gap <= settings.linger:
+            return gap + settings.short_linger
+        return settings.short_linger
+
+    def _lost(self, exc: BaseException) -> None:
+        self.last_error = f"{imap.where(self.cfg)} folder {self.folder!r}: {imap.server_text(exc)}"
+        now = time.monotonic()
+        self.down_since = self.down_since or now
+        self.last_lost_at = now
+        log.warning("imap watcher lost its connection: %s", self.last_error)
+        self._close()
+        # Jittered exponential backoff keeps many probes from reconnecting in lock-step.
+        self._retry_at = now + self._backoff * random.uniform(0.8, 1.2)
+        self._backoff = min(self._backoff * 2, 60.0)
 
     def _check_new(self) -> None:
         assert self._client is not None

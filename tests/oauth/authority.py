@@ -34,6 +34,10 @@ from tests.oauth.device import DEVICE_CODE_GRANT, DeviceGrants
 
 SCOPE = "https://outlook.office365.com/.default"
 AUDIENCE = "https://outlook.office365.com"
+# Microsoft Graph (tests/graph/): a client with graph_roles may ask for Graph's scope and gets
+# a token for Graph's audience carrying those application permissions in ``roles``.
+GRAPH_SCOPE = "https://graph.microsoft.com/.default"
+GRAPH_AUDIENCE = "https://graph.microsoft.com"
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 NOT_PERMITTED = "no-mailbox-permission@invalid.test"
 OutageKind = Literal["down", "503", "429"]
@@ -49,6 +53,7 @@ class Client:
     secret: str | None = None
     certificate: x509.Certificate | None = None  # the public certificate uploaded to the app
     permitted: bool = True  # False: token still issued, but for no mailbox (missing permission)
+    graph_roles: list[str] = field(default_factory=list)  # consented Graph app permissions
 
     @property
     def thumbprint(self) -> str | None:
@@ -194,10 +199,11 @@ class Authority:
         with self._lock:
             return sum(1 for c in self.issued if client_id in (None, c["appid"]))
 
-    def _issue(self, client: Client) -> dict:
+    def _issue(self, client: Client, scope: str = SCOPE) -> dict:
         now = int(time.time())
+        graph = scope == GRAPH_SCOPE
         claims = {
-            "aud": AUDIENCE,
+            "aud": GRAPH_AUDIENCE if graph else AUDIENCE,
             "iss": self.issuer,
             "iat": now,
             "nbf": now,
@@ -206,7 +212,7 @@ class Authority:
             "tid": self.tenant,
             "sub": str(uuid.uuid5(uuid.NAMESPACE_URL, client.client_id)),
             "oid": str(uuid.uuid5(uuid.NAMESPACE_URL, client.client_id)),
-            "roles": ["SMTP.SendAsApp", "IMAP.AccessAsApp"],
+            "roles": list(client.graph_roles) if graph else ["SMTP.SendAsApp", "IMAP.AccessAsApp"],
             "email": client.mailbox if client.permitted else NOT_PERMITTED,
             "jti": secrets.token_hex(8),
             "xms_pad": base64.b64encode(secrets.token_bytes(self.pad_bytes * 3 // 4)).decode(),
@@ -246,7 +252,9 @@ class Authority:
                 f"in the directory '{self.tenant}'. This can happen if the application "
                 "has not been installed by the administrator of the tenant.",
             )
-        if form.get("scope") != SCOPE:
+        if form.get("scope") != SCOPE and not (
+            form.get("scope") == GRAPH_SCOPE and client.graph_roles
+        ):
             return _error(
                 400,
                 "invalid_scope",
@@ -269,7 +277,7 @@ class Authority:
                 "value, not the client secret ID, for a secret added to app "
                 f"'{client.client_id}'.",
             )
-        return 200, self._issue(client)
+        return 200, self._issue(client, form.get("scope", SCOPE))
 
     def _check_assertion(self, client: Client, form: dict[str, str], endpoint: str) -> str | None:
         if form.get("client_assertion_type") != ASSERTION_TYPE or client.certificate is None:

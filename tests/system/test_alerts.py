@@ -18,6 +18,8 @@ ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "helm" / "rules" / "relayprobe.rules.yml"
 CHART_RULES = ROOT / "helm" / "relayprobe" / "files" / "relayprobe.rules.yml"
 RULE_TESTS = ROOT / "helm" / "rules" / "tests" / "relayprobe.rules.test.yml"
+#: Every promtool test file of the rules (posture.rules.test.yml: the posture alerts).
+RULE_TEST_FILES = sorted(RULE_TESTS.parent.glob("*.test.yml"))
 RUNBOOK = ROOT / "docs" / "runbook.md"
 # The default runbook_url base of every alert (a placeholder: docs/runbook.md says how to override).
 RUNBOOK_BASE = "https://github.com/relayprobe/relayprobe/blob/main/docs/runbook.md"
@@ -88,8 +90,9 @@ def run_tests_against(rule_groups: dict[str, Any], tmp_path: Path) -> subprocess
     """promtool test rules with the shipped tests but the given rules in place of the shipped."""
     (tmp_path / "tests").mkdir()
     (tmp_path / "relayprobe.rules.yml").write_text(yaml.safe_dump(rule_groups, sort_keys=False))
-    shutil.copy(RULE_TESTS, tmp_path / "tests" / RULE_TESTS.name)
-    return promtool("test", "rules", str(tmp_path / "tests" / RULE_TESTS.name))
+    for path in RULE_TEST_FILES:
+        shutil.copy(path, tmp_path / "tests" / path.name)
+    return promtool("test", "rules", *(str(tmp_path / "tests" / p.name) for p in RULE_TEST_FILES))
 
 
 # --- tests ------------------------------------------------------------------------------------------
@@ -108,13 +111,17 @@ def test_chart_ships_the_plain_rules_file_unchanged() -> None:
 
 
 def test_promtool_unit_tests_pass() -> None:
-    out = promtool("test", "rules", str(RULE_TESTS))
-    assert out.returncode == 0 and "SUCCESS" in out.stdout, out.stdout + out.stderr
+    out = promtool("test", "rules", *map(str, RULE_TEST_FILES))
+    assert out.returncode == 0 and "FAILED" not in out.stdout, out.stdout + out.stderr
+    assert out.stdout.count("SUCCESS") == len(RULE_TEST_FILES), out.stdout
 
 
 def test_every_alert_has_a_firing_and_a_silent_case() -> None:
     cases = [
-        c for t in yaml.safe_load(RULE_TESTS.read_text())["tests"] for c in t["alert_rule_test"]
+        c
+        for path in RULE_TEST_FILES
+        for t in yaml.safe_load(path.read_text())["tests"]
+        for c in t["alert_rule_test"]
     ]
     for alert in ALERTS:
         mine = [c for c in cases if c["alertname"] == alert]

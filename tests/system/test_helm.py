@@ -6,6 +6,7 @@ import base64
 import copy
 import functools
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -24,6 +25,7 @@ CHART = ROOT / "helm" / "relayprobe"
 # have no target, which the schema refuses; ci/default-values.yaml is the smallest install.
 VARIANTS = sorted(p.name for p in (CHART / "ci").glob("*-values.yaml"))
 DEFAULT = "default-values.yaml"
+SHARDS = "shards-values.yaml"  # shards: 3 (docs/kubernetes.md#shards)
 # The chart's kubeVersion floor and the newest schemas kubernetes-validate ships.
 KUBE_VERSIONS = ("1.25.0", kubernetes_validate.latest_version())
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
@@ -146,10 +148,12 @@ def test_every_resource_has_standard_labels_and_stable_selectors(variant: str) -
         assert labels["helm.sh/chart"] == "relayprobe-2.0.0"
         assert "namespace" not in doc["metadata"] or doc["metadata"]["namespace"]
     stable = {"app.kubernetes.io/name": "relayprobe", "app.kubernetes.io/instance": "site-a"}
-    deployment = only(docs, "Deployment")
+    kind = "StatefulSet" if variant == SHARDS else "Deployment"  # shards > 1: a StatefulSet
+    deployment = only(docs, kind)
     assert deployment["spec"]["selector"]["matchLabels"] == stable
     assert stable.items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
-    assert only(docs, "Service")["spec"]["selector"] == stable
+    service = only(docs, "Service", deployment["metadata"]["name"])  # not the shards' headless one
+    assert service["spec"]["selector"] == stable
 
 
 def test_deployment_runs_one_hardened_scheduler() -> None:
@@ -226,6 +230,76 @@ def test_daemon_accepts_the_charts_arguments_and_rendered_config(
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "ok" in out.stdout, out.stdout
+
+
+def test_shards_render_a_statefulset_of_pods_with_distinct_instance_names_and_shards(
+    tmp_path: Path,
+) -> None:
+    """shards: 3: a StatefulSet of 3 (no Deployment); pod N gets shard N of 3 from its name, and
+    the one ServiceMonitor labels it <instance>-shard-N, the daemon's own instance name."""
+    from exporters.shards import resolve
+
+    docs = render(SHARDS)
+    assert not [d for d in docs if d["kind"] == "Deployment"]
+    sts = only(docs, "StatefulSet")
+    spec = sts["spec"]
+    assert spec["replicas"] == 3 and spec["podManagementPolicy"] == "Parallel"
+    headless = only(docs, "Service", spec["serviceName"])
+    assert headless["spec"]["clusterIP"] == "None"
+    assert (
+        only(docs, "Service", "site-a-relayprobe")["spec"]["selector"]
+        == (spec["selector"]["matchLabels"])
+    )  # the scraped Service selects every shard
+    env = {e["name"]: e for e in spec["template"]["spec"]["containers"][0]["env"]}
+    assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert env["RELAYPROBE_SHARDS"]["value"] == "3"
+    (endpoint,) = only(docs, "ServiceMonitor")["spec"]["endpoints"]
+    (relabel,) = [r for r in endpoint["relabelings"] if r["targetLabel"] == "instance"]
+    assert relabel["sourceLabels"] == ["__meta_kubernetes_pod_name"]
+    names, shards = [], []
+    for ordinal in range(3):
+        pod = f"{sts['metadata']['name']}-{ordinal}"  # a StatefulSet names its pods so
+        match = re.fullmatch(relabel["regex"], pod)  # Prometheus anchors relabel regexes
+        assert match is not None, pod
+        names.append(relabel["replacement"].replace("${1}", match.group(1)))
+        shard = resolve(None, None, {"POD_NAME": pod, "RELAYPROBE_SHARDS": "3"})
+        assert shard is not None
+        shards.append((shard.index, shard.count))
+        assert names[-1] == shard.instance("site-a")  # Prometheus and the daemon agree
+    assert names == ["site-a-shard-0", "site-a-shard-1", "site-a-shard-2"]
+    assert shards == [(0, 3), (1, 3), (2, 3)]
+    # The daemon accepts the pod's arguments, environment and rendered config as shard 2.
+    text = only(docs, "ConfigMap")["data"]["config.yml"]
+    (tmp_path / "secrets").mkdir()
+    for key in set(re.findall(r"/etc/relayprobe/secrets/([-._a-zA-Z0-9]+)", text)):
+        (tmp_path / "secrets" / key).write_text("s3cret-value-for-the-test-only\n")
+    (tmp_path / "config.yml").write_text(text.replace("/etc/relayprobe/", f"{tmp_path}/"))
+    args = [
+        a.replace("/etc/relayprobe/", f"{tmp_path}/")
+        for a in spec["template"]["spec"]["containers"][0]["args"]
+    ]
+    entry = "import sys; from relayprobe.cli import main; sys.exit(main(sys.argv[1:]))"
+    out = subprocess.run(
+        [sys.executable, "-c", entry, *args, "--config.check"],
+        cwd=ROOT,
+        env={**os.environ, "POD_NAME": "site-a-relayprobe-2", "RELAYPROBE_SHARDS": "3"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 0 and "shard 2 of 3" in out.stdout, out.stdout + out.stderr
+    notes = helm(
+        "install",
+        "site-a",
+        str(CHART),
+        "--dry-run=client",
+        "-n",
+        "mail",
+        "-f",
+        str(CHART / "ci" / SHARDS),
+    )
+    assert "port-forward pod/site-a-relayprobe-N 9833" in notes.stdout, notes.stdout + notes.stderr
 
 
 def test_existing_config_map_replaces_the_chart_config() -> None:

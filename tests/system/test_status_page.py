@@ -563,6 +563,7 @@ def test_api_results_carry_history_and_schedule(daemon):
 class _Scheduler:
     config = None
     running = True
+    instance = SCRIPT  # shown in the page title and header: escaped like every other value
 
     def __init__(self, result: ProbeResult, store: ResultStore) -> None:
         self.result, self.store, self.calls = result, store, 0

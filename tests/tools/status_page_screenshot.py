@@ -21,6 +21,7 @@ import random
 import socket
 import sys
 import tempfile
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,6 +59,7 @@ class _Scheduler:
     next_runs: dict[str, dt.datetime]
     config: None = None
     running: bool = True
+    instance: str = "probe-eu-1"
 
     def next_run(self, name: str) -> dt.datetime | None:
         return self.next_runs.get(name)
@@ -367,6 +369,10 @@ async def _synthetic(args: argparse.Namespace) -> None:
     await site.start()
     try:
         url = f"http://127.0.0.1:{port}/{args.page}"
+        # Chromium screenshots an error page as happily as the status page: refuse anything else.
+        status = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=30).status)
+        if status != 200:
+            raise SystemExit(f"{url} answered HTTP {status}, not the status page")
         await screenshot(args.chromium, url, args.out, args.width, args.height)
     finally:
         await runner.cleanup()

@@ -33,6 +33,10 @@ PROBE_LAYERS = {
     "probe.imap": {
         *("probe.config", "probe.failure", "probe.m365", "probe.result", "probe.tag", "probe.tls")
     },
+    "probe.posture": {"probe.config", "probe.result", "probe.tls", "probe.verdict"},
+    "probe.graph": {
+        *("probe.config", "probe.failure", "probe.m365", "probe.result", "probe.tag", "probe.tls")
+    },
 }
 PROBE_LAYERS["probe.roundtrip"] = set(PROBE_LAYERS)
 

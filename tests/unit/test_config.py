@@ -9,6 +9,7 @@ import traceback
 from pathlib import Path
 
 import pytest
+import yaml
 
 import probe.config.model
 from probe.config import (
@@ -425,3 +426,12 @@ def test_config_is_frozen_and_rejects_unknown_fields() -> None:
     assert isinstance(c, Config)
     with pytest.raises(ValueError):
         Smtp(host="h", tls_mode="x")  # type: ignore[call-arg]
+
+
+def test_late_grace_is_accepted_with_a_warning_that_it_does_nothing(tmp_path: Path) -> None:
+    # Older configs still load; the warning says the key can go (docs/configuration.md).
+    data = yaml.safe_load((FIX / "good-minimal.yml").read_text())
+    data["defaults"] = {**data.get("defaults", {}), "late_grace": "2h"}
+    c = parse_config(data, base_dir=FIX, environ=ENV)
+    assert c.defaults.late_grace == 7200.0
+    assert any(w.startswith("defaults.late_grace has no effect") for w in c.warnings)

@@ -46,6 +46,19 @@ ENV_NAMES = {
     ACS_LOGIN: "ACS",
 }
 
+#: Generated tenant mailboxes for scale tests (a service provider watching many customer tenants,
+#: bench/scale.py --mailboxes distinct): tenant0001@probe.test ... each with the password
+#: TenantPass-<n> (README.md "Users"). Each may submit as itself and receives mail.
+TENANT_COUNT = 600
+TENANT_USER_FORMAT = "tenant%04d@probe.test"
+TENANT_PASSWORD_FORMAT = "TenantPass-%d"
+
+
+def tenant_users() -> dict[str, str]:
+    """Address -> password of every generated tenant mailbox (1-based numbering)."""
+    return {TENANT_USER_FORMAT % n: TENANT_PASSWORD_FORMAT % n for n in range(1, TENANT_COUNT + 1)}
+
+
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 TEMPLATES = PACKAGE_DIR / "templates"
 HELPERS = PACKAGE_DIR / "helpers"
@@ -86,4 +99,9 @@ def env_lines(state: Path) -> list[str]:
         key = ENV_NAMES[login]
         lines += [f"TB_{key}_USER={login}", f"TB_{key}_PASSWORD={password}"]
     lines.append(f"TB_ACS_SENDER={ACS_SENDER}")
+    lines += [
+        f"TB_TENANT_USERS={TENANT_COUNT}",
+        f"TB_TENANT_USER_FORMAT={TENANT_USER_FORMAT}",
+        f"TB_TENANT_PASSWORD_FORMAT={TENANT_PASSWORD_FORMAT}",
+    ]
     return lines

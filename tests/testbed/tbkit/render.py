@@ -163,12 +163,13 @@ def build(state: Path, dns_extra: list[Path], dovecot_include: list[Path]) -> No
         shutil.copy(src, state / "bin" / src.name)
         os.chmod(state / "bin" / src.name, 0o755)
 
-    (state / "postfix/mailboxes").write_text("".join(f"{u} OK\n" for u in config.USERS))
+    accounts = {**config.USERS, **config.tenant_users()}
+    (state / "postfix/mailboxes").write_text("".join(f"{u} OK\n" for u in accounts))
     home = state / "mail" / config.DOMAIN
     (state / "dovecot/users.passwd").write_text(
         "".join(
             f"{u}:{{PLAIN}}{p}:{mail.pw_uid}:{mail.pw_gid}::{home / u.split('@')[0]}::\n"
-            for u, p in config.USERS.items()
+            for u, p in accounts.items()
         )
     )
     # Dovecot's auth process reads it as the dovecot user.

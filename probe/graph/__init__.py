@@ -1,0 +1,1 @@
+"""Microsoft Graph: the mailbox watched over Graph instead of IMAP, and message trace."""

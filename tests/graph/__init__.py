@@ -1,0 +1,1 @@
+"""A local stand-in for the Microsoft Graph calls relayprobe makes (tests only)."""
