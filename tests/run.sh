@@ -23,10 +23,18 @@ echo "setup: $(( $(date +%s) - t0 )) s"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 
+# Test traffic stays on loopback, DNS included: pytest and everything it starts resolve through
+# the testbed's dnsmasq (127.0.0.153, no upstream), never this machine's resolver. A probe whose
+# SPF/DKIM/DMARC verdict fails looks up its DNS cause with the system resolver unless its config
+# names a server (docs/testing.md, "Loopback only").
+resolv=$(mktemp)
+echo "nameserver 127.0.0.153" > "$resolv"
 set +e
-.venv/bin/python -m pytest "$@"
+unshare --mount -- sh -c 'mount --bind "$1" /etc/resolv.conf && shift && exec "$@"' \
+    sh "$resolv" .venv/bin/python -m pytest "$@"
 rc=$?
 set -e
+rm -f "$resolv"
 # pytest exits 5 when a selection ran no tests: that is not a failure of the code under test.
 if [[ $rc -eq 5 ]]; then
     echo "pytest: no tests collected for this selection"
