@@ -58,6 +58,8 @@ class Watch(Protocol):
 
     async def start(self) -> None: ...
 
+    async def ready(self) -> None: ...
+
     def expect(self, tag: Tag, sent_at: float) -> asyncio.Future[Any]: ...
 
     def forget(self, tag: Tag) -> None: ...
@@ -172,6 +174,7 @@ async def _round_trip(
     send_slot: SendSlot | None,
     step: Callable[[str], None],
 ) -> ProbeResult:
+    await watch.ready()  # logged in before anything is sent (a shared watch may have logged out)
     late_at_start = sum(1 for f in watch.late if f.tag.target == target.name)
     tag = make_tag(
         config.tag_secret.get().encode(),

@@ -175,6 +175,10 @@ class GraphWatch:
         self._thread = threading.Thread(target=self._run, name="graph-watch", daemon=True)
         self._thread.start()
 
+    async def ready(self) -> None:
+        """Nothing to do before a send: the token is fetched per request and the folders are
+        polled throughout (MailboxWatch.ready logs IMAP folders back in)."""
+
     def expect(self, tag: Tag, sent_at: float) -> asyncio.Future[GraphFound]:
         """Register interest in ``tag`` before sending it; returns the future of its arrival."""
         assert self._loop is not None, "start() first"

@@ -8,13 +8,14 @@ import contextlib
 import datetime as dt
 import logging
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from probe.failure import ProbeFailure
 from probe.imap.watcher import STALE_AFTER, FolderWatcher, Found, WatchSettings
 from probe.m365.tokens import token_refused
-from probe.result import Stage
+from probe.result import Reason, Stage
 from probe.tag import Tag
 
 if TYPE_CHECKING:
@@ -166,6 +167,32 @@ class MailboxWatch:
         )
         if self._on_late is not None:
             self._on_late(found)
+
+    async def ready(self) -> None:
+        """Log every folder in before a probe is sent (docs/architecture.md "Detection"): a
+        watcher logged out between rare probes logs in again now, so login time never counts as
+        delivery and a refused login is the probe's failure (``imap_auth_failed``, ...) with
+        nothing sent. Raises ProbeFailure; returns at once when all are logged in."""
+        waiting = [w for w in self.watchers if not w.connected]
+        if not waiting:
+            return
+        since = time.monotonic()
+        for watcher in waiting:
+            watcher.connect_soon()
+        while not all(w.connected for w in waiting):
+            for watcher in waiting:
+                failed = watcher.last_failure
+                if failed is not None and failed[0] >= since:
+                    raise failed[1]
+            if time.monotonic() - since > self.cfg.timeout:
+                raise ProbeFailure.at(
+                    Stage.DELIVER,
+                    Reason.IMAP_FAILED,
+                    None,
+                    f"IMAP login to {self.cfg.host}:{self.cfg.port} did not finish within "
+                    f"mailbox.timeout ({self.cfg.timeout:g} s)",
+                )
+            await asyncio.sleep(0.02)  # a login takes tens of milliseconds at the least
 
     def expect(self, tag: Tag, sent_at: float) -> asyncio.Future[Found]:
         """Register interest in ``tag`` before sending it; returns the future of its arrival."""

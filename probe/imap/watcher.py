@@ -126,6 +126,9 @@ class FolderWatcher:
         self._retry_at = 0.0  # no reconnect before this (backoff after a lost connection)
         self._backoff = 1.0
         self.last_error: str | None = None
+        # The last failed (re)connect as the probe's failure, and when (monotonic): what
+        # MailboxWatch.ready reports when a probe is due and the login fails.
+        self.last_failure: tuple[float, ProbeFailure] | None = None
         # time.monotonic() of the last lost connection; None while the watcher is connected.
         self.down_since: float | None = None
         self.last_lost_at: float | None = None
@@ -190,6 +193,17 @@ class FolderWatcher:
         self._active_until = time.monotonic() + self._linger()
         self._pool.wake(self)
 
+    @property
+    def connected(self) -> bool:
+        return self._client is not None
+
+    def connect_soon(self) -> None:
+        """A probe is due: log in now if logged out (no backoff wait), and stay for the linger."""
+        self._active_until = max(self._active_until, time.monotonic() + self._linger())
+        self._retry_at = 0.0
+        if not self._stop.is_set():
+            self._pool.wake(self)
+
     def expect(self, nonce: str, sent_at: float) -> None:
         now = time.monotonic()
         with self._lock:
@@ -236,7 +250,7 @@ class FolderWatcher:
                     return self._retry_at - now
                 self.open()  # looks for mail that came while logged out
                 self._backoff = 1.0
-                self.last_error, self.down_since = None, None
+                self.last_error, self.down_since, self.last_failure = None, None, None
             else:
                 self._client.noop()
                 self._check_new()
@@ -245,6 +259,8 @@ class FolderWatcher:
         except (ProbeFailure, OSError, IMAPClientError) as exc:
             if self._stop.is_set():
                 return None
+            if self._client is None:  # the (re)connect failed: ready() names why
+                self.last_failure = (time.monotonic(), _as_failure(self.cfg, exc))
             self._lost(exc)
             return self._retry_at - time.monotonic()
         if any(age < settings.fast_window for age in ages):
@@ -379,6 +395,14 @@ class FolderWatcher:
                     f"{imap.where(self.cfg)} folder {self.folder!r} UID {uid}: {exc}"
                 )
         return found
+
+
+def _as_failure(cfg: Mailbox, exc: BaseException) -> ProbeFailure:
+    if isinstance(exc, ProbeFailure):
+        return exc
+    return ProbeFailure.at(
+        Stage.DELIVER, Reason.IMAP_FAILED, imap.where(cfg), imap.server_text(exc)
+    )
 
 
 def _header_value(raw: bytes, name: str) -> str | None:
