@@ -58,7 +58,8 @@ class ImapClock:
         ctx = tls.client_context(ca_file=ca_file)
         self.client = imapclient.IMAPClient("127.0.0.1", 10993, ssl_context=ctx)
         self.client.login(user, password)
-        self.last = int(self.client.select_folder("INBOX", readonly=True)[b"UIDNEXT"]) - 1
+        self.last = int(self.client.select_folder("INBOX")[b"UIDNEXT"]) - 1
+        self.seen: list[int] = []  # the probes it saw: removed by close()
 
     def wait_for(self, nonce: str, timeout: float = 30.0) -> float | None:
         deadline = time.monotonic() + timeout
@@ -70,12 +71,19 @@ class ImapClock:
             if new:
                 self.last = max(new)
                 fetched = self.client.fetch(new, [b"BODY.PEEK[HEADER.FIELDS (X-RELAYPROBE-TAG)]"])
-                if any(nonce.encode() in d.get(key, b"") for d in fetched.values()):
+                mine = [u for u, d in fetched.items() if nonce.encode() in d.get(key, b"")]
+                if mine:
+                    self.seen += mine
                     return seen_at
             time.sleep(0.01)
         return None
 
     def close(self) -> None:
+        # The watches under test do not delete (a watch that won the race would expunge the probe
+        # before this client saw it): the bench removes exactly the probes it sent and saw.
+        if self.seen:
+            self.client.delete_messages(self.seen)
+            self.client.expunge(self.seen)
         self.client.logout()
 
 
@@ -146,8 +154,10 @@ def imap_bench(state_dir: Path) -> Bench:
         clock_login=(SENDER, SENDER_PASSWORD),
         testbed_ca=ca,
         modes={
-            "fast NOOP polls, then 0.5 s polls (default)": partial(watch, WatchSettings()),
-            "0.5 s polls only": partial(watch, WatchSettings(fast_window=0.0)),
+            "fast NOOP polls, then 0.5 s polls (default)": partial(
+                watch, WatchSettings(delete=False)
+            ),
+            "0.5 s polls only": partial(watch, WatchSettings(fast_window=0.0, delete=False)),
         },
         pause=0.2,
         column="mode",
@@ -213,6 +223,7 @@ def graph_bench(state_dir: Path) -> Bench:
             stale_after=3600.0,
             token_provider=tokens.provider_for(target.mailbox.auth),
             poll=poll,
+            delete=False,  # the reference client removes the probes (ImapClock.close)
         )
 
     return Bench(

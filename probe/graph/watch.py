@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import collections
-import contextlib
 import datetime as dt
 import logging
 import random
@@ -14,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from probe.arrivals import Arrivals, claimed
 from probe.failure import ProbeFailure
 from probe.graph.client import GraphClient, GraphError, graph_time, odata_quote
 from probe.m365.tokens import token_refused
@@ -48,11 +47,6 @@ _DELTA_SELECT = "id,subject,receivedDateTime,internetMessageId"
 #: What relayprobe reads of a candidate: the full header block (tag and verdict).
 _MESSAGE_SELECT = "internetMessageHeaders,receivedDateTime,internetMessageId,parentFolderId"
 _PAGE = "odata.maxpagesize=100"
-
-# Nonces some Graph watch of this process waits for (the rule of probe/imap/watch.py: watches of
-# one process share the run id, so one must not take another's probe as its own late mail).
-_pending: set[str] = set()
-_pending_lock = threading.Lock()
 
 
 def graph_folder(name: str) -> str | None:
@@ -125,14 +119,14 @@ class GraphWatch:
         self.folders = [graph_folder(n) or n for n in names]
         self.folders = list(dict.fromkeys(self.folders))
         self._secret, self._instance, self._stale_after = secret, instance, stale_after
-        self._token_provider, self._on_late = token_provider, on_late
+        self._token_provider = token_provider
         self.poll = poll or cfg.poll or GraphPoll()
         self.delete = delete
-        self.late: collections.deque[GraphFound] = collections.deque(maxlen=1000)
+        self._arrivals: Arrivals[GraphFound] = Arrivals(on_late)
+        self.late = self._arrivals.late
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: GraphClient | None = None
         self._state: list[_Folder] = []
-        self._waiting: dict[str, asyncio.Future[GraphFound]] = {}
         self._expected: dict[str, float] = {}  # nonce -> monotonic send time
         self._others: dict[str, tuple[_Folder, Tag]] = {}  # other runs' fresh mail, by id
         self._lock = threading.Lock()
@@ -182,10 +176,7 @@ class GraphWatch:
     def expect(self, tag: Tag, sent_at: float) -> asyncio.Future[GraphFound]:
         """Register interest in ``tag`` before sending it; returns the future of its arrival."""
         assert self._loop is not None, "start() first"
-        future: asyncio.Future[GraphFound] = self._loop.create_future()
-        self._waiting[tag.nonce] = future
-        with _pending_lock:
-            _pending.add(tag.nonce)
+        future = self._arrivals.wait(self._loop, tag.nonce)
         with self._lock:
             self._expected[tag.nonce] = sent_at
         self._wake.set()  # poll now, and fast from now on
@@ -193,8 +184,9 @@ class GraphWatch:
 
     def forget(self, tag: Tag) -> None:
         """Stop waiting for ``tag``; if it still arrives it is treated as late."""
-        self._waiting.pop(tag.nonce, None)
-        self._release(tag.nonce)
+        self._arrivals.forget(tag.nonce)
+        with self._lock:
+            self._expected.pop(tag.nonce, None)
 
     def outage(self, since: float) -> str | None:
         """What kept the mailbox unwatched at some time after ``since`` (monotonic), or None."""
@@ -225,7 +217,7 @@ class GraphWatch:
         return None
 
     async def stop(self) -> None:
-        for nonce in list(self._waiting):
+        for nonce in self._arrivals.waiting():
             self._release(nonce)
         self._stop.set()
         self._wake.set()
@@ -236,8 +228,7 @@ class GraphWatch:
 
     # -- helpers ------------------------------------------------------------------------------
     def _release(self, nonce: str) -> None:
-        with _pending_lock:
-            _pending.discard(nonce)
+        self._arrivals.release(nonce)
         with self._lock:
             self._expected.pop(nonce, None)
 
@@ -421,7 +412,7 @@ class GraphWatch:
         with self._lock:
             sent_at = self._expected.pop(tag.nonce, None)
         expected = sent_at is not None
-        if not expected and _claimed(tag.nonce):
+        if not expected and claimed(tag.nonce):
             return  # awaited by another watch of this process, which shares the run id
         if expected and sent_at is not None:
             detected_at = self._unthrottled(detected_at, sent_at, received)
@@ -499,35 +490,11 @@ class GraphWatch:
             found.cleanup_error = f"{self.where} folder {found.folder!r}: {exc}"
 
     def _found(self, found: GraphFound) -> None:
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return
-        with contextlib.suppress(RuntimeError):  # loop shut down while the thread was busy
-            loop.call_soon_threadsafe(self._deliver, found)
+        self._arrivals.hand_over(self._loop, found, self._deliver)
 
     def _deliver(self, found: GraphFound) -> None:
-        if found.other_run:
-            return  # another run's stale mail: nobody's late one
-        future = self._waiting.pop(found.tag.nonce, None)
-        if future is not None and not future.done():
+        if self._arrivals.deliver(found):
             self._release(found.tag.nonce)
-            future.set_result(found)
-            return
-        found.expected = False
-        self.late.append(found)
-        log.info(
-            "late or stale probe mail removed: target=%s probe_id=%s folder=%r",
-            found.tag.target,
-            found.tag.probe_id,
-            found.folder,
-        )
-        if self._on_late is not None:
-            self._on_late(found)
-
-
-def _claimed(nonce: str) -> bool:
-    with _pending_lock:
-        return nonce in _pending
 
 
 def _header_block(headers: list[dict[str, Any]]) -> bytes:

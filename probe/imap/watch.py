@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import collections
-import contextlib
 import datetime as dt
 import logging
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+from probe.arrivals import Arrivals, claimed
 from probe.failure import ProbeFailure
 from probe.imap.watcher import STALE_AFTER, FolderWatcher, Found, WatchSettings
 from probe.m365.tokens import token_refused
@@ -22,17 +20,6 @@ if TYPE_CHECKING:
     from probe.config import Mailbox
 
 log = logging.getLogger("relayprobe.imap")
-
-# Nonces that some watch of this process waits for. Watches of one process share the run id (each
-# run_probe without a shared watch opens its own), so without this one watch would take another's
-# probe as its own late mail: the cross-process bug of issue 11, within a process.
-_pending: set[str] = set()
-_pending_lock = threading.Lock()
-
-
-def _claimed(nonce: str) -> bool:
-    with _pending_lock:
-        return nonce in _pending
 
 
 class MailboxWatch:
@@ -68,11 +55,9 @@ class MailboxWatch:
         self.run_id = run_id
         self.folders = [cfg.folder, *[f for f in junk_folders if f != cfg.folder]]
         self._token_provider = token_provider
-        self._on_late = on_late
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._waiting: dict[str, asyncio.Future[Found]] = {}
-        # Bounded: a long-running daemon counts late mail through on_late, not this list.
-        self.late: collections.deque[Found] = collections.deque(maxlen=1000)
+        self._arrivals: Arrivals[Found] = Arrivals(on_late)
+        self.late = self._arrivals.late
         self.watchers = [
             FolderWatcher(
                 cfg,
@@ -82,7 +67,7 @@ class MailboxWatch:
                 on_found=self._found_in_thread,
                 run_id=run_id,
                 stale_after=stale_after,
-                claimed=_claimed,
+                claimed=claimed,
                 token_source=self._token_in_thread,
                 token_refused=self._token_refused_in_thread,
                 settings=settings,
@@ -141,32 +126,13 @@ class MailboxWatch:
         return None
 
     def _found_in_thread(self, found: Found) -> None:
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return
-        with contextlib.suppress(RuntimeError):  # loop shut down while a watcher was busy
-            loop.call_soon_threadsafe(self._deliver, found)
+        self._arrivals.hand_over(self._loop, found, self._deliver)
 
     def _deliver(self, found: Found) -> None:
-        if found.other_run:
-            return  # another run's stale mail, removed (the watcher logged it): nobody's late one
-        future = self._waiting.pop(found.tag.nonce, None)
-        if future is not None and not future.done():
+        if self._arrivals.deliver(found):
             # The other folders' watchers stop expecting it too: otherwise each kept the nonce
-            # for good and, thinking a probe still pending, left IDLE every few seconds.
+            # for good and, thinking a probe still pending, kept polling fast.
             self._release(found.tag.nonce)
-            future.set_result(found)
-            return
-        found.expected = False
-        self.late.append(found)
-        log.info(
-            "late or stale probe mail removed: target=%s probe_id=%s folder=%r",
-            found.tag.target,
-            found.tag.probe_id,
-            found.folder,
-        )
-        if self._on_late is not None:
-            self._on_late(found)
 
     async def ready(self) -> None:
         """Log every folder in before a probe is sent (docs/architecture.md "Detection"): a
@@ -197,26 +163,23 @@ class MailboxWatch:
     def expect(self, tag: Tag, sent_at: float) -> asyncio.Future[Found]:
         """Register interest in ``tag`` before sending it; returns the future of its arrival."""
         assert self._loop is not None, "start() first"
-        future: asyncio.Future[Found] = self._loop.create_future()
-        self._waiting[tag.nonce] = future
-        with _pending_lock:
-            _pending.add(tag.nonce)
+        future = self._arrivals.wait(self._loop, tag.nonce)
         for watcher in self.watchers:
             watcher.expect(tag.nonce, sent_at)
         return future
 
     def forget(self, tag: Tag) -> None:
         """Stop waiting for ``tag``; if it still arrives it is treated as late."""
-        self._waiting.pop(tag.nonce, None)
-        self._release(tag.nonce)
+        self._arrivals.forget(tag.nonce)
+        for watcher in self.watchers:
+            watcher.forget(tag.nonce)
 
     def _release(self, nonce: str) -> None:
-        with _pending_lock:
-            _pending.discard(nonce)
+        self._arrivals.release(nonce)
         for watcher in self.watchers:
             watcher.forget(nonce)
 
     async def stop(self) -> None:
-        for nonce in list(self._waiting):
+        for nonce in self._arrivals.waiting():
             self._release(nonce)  # nobody here can take them any more
         await asyncio.gather(*(asyncio.to_thread(w.stop) for w in self.watchers))

@@ -1,4 +1,4 @@
-"""Run the real exporter daemon (`python -m exporters.daemon`) as a subprocess for tests."""
+"""Run the real exporter daemon (`python -m exporters.daemon`) and a real Prometheus for tests."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parents[2]
 TAG_SECRET = "relayprobe-test-tag-secret-0123456789"
+PROMETHEUS = "/usr/bin/prometheus"
 
 
 def free_port() -> int:
@@ -161,3 +163,101 @@ def running_daemon(tb: Any, tmp: Path, doc: dict, *args: str) -> Iterator[Daemon
         yield d
     finally:
         stop(d.proc)
+
+
+class Prometheus:
+    """A real Prometheus's HTTP API; ``log`` is the file its output goes to."""
+
+    def __init__(self, url: str, log: Path | None = None) -> None:
+        self.url = url
+        self.log = log
+
+    def get(self, path: str, **params: str) -> Any:
+        query = urllib.parse.urlencode(params)
+        status, body, _ = http(f"{self.url}{path}?{query}", timeout=5)
+        assert status == 200, body
+        answer = json.loads(body)
+        assert answer["status"] == "success", answer
+        return answer["data"]
+
+    def query(self, promql: str, at: float | None = None) -> dict[str, float]:
+        """An instant query's samples as {target: value}."""
+        params = {"query": promql} if at is None else {"query": promql, "time": f"{at:.3f}"}
+        return {
+            r["metric"].get("target", ""): float(r["value"][1])
+            for r in self.get("/api/v1/query", **params)["result"]
+        }
+
+    def query_range(self, promql: str, start: float, end: float, step: float) -> dict[str, dict]:
+        data = self.get(
+            "/api/v1/query_range",
+            query=promql,
+            start=f"{start:.3f}",
+            end=f"{end:.3f}",
+            step=str(step),
+        )
+        return {
+            r["metric"].get("target", ""): {float(t): float(v) for t, v in r["values"]}
+            for r in data["result"]
+        }
+
+    def scraped(self) -> bool:
+        targets = self.get("/api/v1/targets", state="active")["activeTargets"]
+        return bool(targets) and all(not t["lastScrape"].startswith("0001-") for t in targets)
+
+    def alerts(self) -> list[dict[str, Any]]:
+        return self.get("/api/v1/alerts")["alerts"]
+
+    def alert_names(self) -> set[str]:
+        return {a["labels"]["alertname"] for a in self.alerts()}
+
+    def shard_alerts(self) -> dict[str, tuple[str, str]]:
+        """RelayProbeShardMissing alerts (pending or firing) as {target: (shard, state)}."""
+        return {
+            a["labels"]["target"]: (a["labels"]["shard"], a["state"])
+            for a in self.alerts()
+            if a["labels"]["alertname"] == "RelayProbeShardMissing"
+        }
+
+    def ready(self) -> bool:
+        try:
+            return http(f"{self.url}/-/ready", timeout=2)[0] == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+
+@contextmanager
+def running_prometheus(
+    tmp: Path, targets: list[str], *, job: str, rules: Path
+) -> Iterator[Prometheus]:
+    """Prometheus (1 s scrape and rule evaluation, ``rules`` loaded) scraping ``targets`` as one
+    static ``job``, answering /-/ready; output in ``tmp/prometheus.log`` (``Prometheus.log``),
+    terminated on the way out."""
+    (tmp / "prometheus.yml").write_text(
+        "global: {scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s}\n"
+        f"rule_files: ['{rules}']\n"
+        f"scrape_configs:\n  - job_name: {job}\n"
+        f"    static_configs: [{{targets: {json.dumps(targets)}}}]\n"
+    )
+    port = free_port()
+    log = tmp / "prometheus.log"
+    cmd = [
+        PROMETHEUS,
+        f"--config.file={tmp / 'prometheus.yml'}",
+        f"--storage.tsdb.path={tmp / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+    ]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=out)
+    prom = Prometheus(f"http://127.0.0.1:{port}", log)
+
+    def up() -> bool:
+        assert proc.poll() is None, f"Prometheus exited ({proc.returncode}): {log.read_text()}"
+        return prom.ready()
+
+    try:
+        wait_for(f"Prometheus /-/ready at {prom.url} (log: {log})", up, 30)
+        yield prom
+    finally:
+        proc.terminate()
+        proc.wait(15)

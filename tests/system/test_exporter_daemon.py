@@ -22,10 +22,10 @@ from tests.system.daemon_helpers import (
     ROOT,
     TAG_SECRET,
     Daemon,
-    free_port,
     http,
     parse,
     running_daemon,
+    running_prometheus,
     start_daemon,
     stop,
     value,
@@ -44,7 +44,6 @@ from tests.system.test_dashboard import DASHBOARD
 pytestmark = pytest.mark.testbed
 
 PROMTOOL = "/usr/bin/promtool"
-PROMETHEUS = "/usr/bin/prometheus"
 CHROMIUM = "/usr/bin/chromium"
 # The connector target's client certificate, next to the config file (relative paths in the config
 # are taken from its directory): written by the daemon fixture, expiring within 21 days.
@@ -423,29 +422,13 @@ def test_bad_reload_is_rejected_and_probes_keep_running(daemon):
 
 
 def test_prometheus_scrapes_the_daemon(daemon, tmp_path):
-    port = free_port()
     target = daemon.url.removeprefix("http://")
-    (tmp_path / "prometheus.yml").write_text(
-        "global: {scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s}\n"
-        f"rule_files: ['{RULES}']\n"
-        f"scrape_configs:\n  - job_name: relayprobe\n    static_configs: [{{targets: ['{target}']}}]\n"
-    )
-    cmd = [
-        PROMETHEUS,
-        f"--config.file={tmp_path / 'prometheus.yml'}",
-        f"--storage.tsdb.path={tmp_path / 'data'}",
-        f"--web.listen-address=127.0.0.1:{port}",
-    ]
-    with open(tmp_path / "prometheus.log", "wb") as log:
-        prom = subprocess.Popen(cmd, stdout=log, stderr=log)
-    try:
+    with running_prometheus(tmp_path, [target], job="relayprobe", rules=RULES) as prom:
         query = urllib.parse.quote('relayprobe_success{job="relayprobe",target="good"}')
 
         def answer():
             try:
-                status, body, _ = http(
-                    f"http://127.0.0.1:{port}/api/v1/query?query={query}", timeout=2
-                )
+                status, body, _ = http(f"{prom.url}/api/v1/query?query={query}", timeout=2)
             except (urllib.error.URLError, OSError):
                 return None
             result = json.loads(body)["data"]["result"] if status == 200 else []
@@ -462,7 +445,7 @@ def test_prometheus_scrapes_the_daemon(daemon, tmp_path):
         # The shipped rules on the live series: the connector's client certificate expires within
         # 21 days; the password submission targets send with basic auth, the connector does not.
         def firing() -> set[tuple[str, str]] | None:
-            status, body, _ = http(f"http://127.0.0.1:{port}/api/v1/alerts", timeout=2)
+            status, body, _ = http(f"{prom.url}/api/v1/alerts", timeout=2)
             alerts = json.loads(body)["data"]["alerts"] if status == 200 else []
             got = {
                 (a["labels"]["alertname"], a["labels"].get("target", ""))
@@ -475,9 +458,6 @@ def test_prometheus_scrapes_the_daemon(daemon, tmp_path):
         assert ("RelayProbeBasicAuthInUse", "good") in alerts
         assert ("RelayProbeBasicAuthInUse", "connector") not in alerts
         assert ("RelayProbeClientCertExpiring", "good") not in alerts
-    finally:
-        prom.terminate()
-        prom.wait(15)
 
 
 def test_status_page_renders_in_headless_chromium(daemon, tmp_path):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import time
 from pathlib import Path
 
@@ -13,7 +12,15 @@ import pytest
 
 from tests.posture.fixture import MS_INCLUDE, PostureDns
 from tests.system import test_status_page
-from tests.system.daemon_helpers import free_port, http, parse, running_daemon, value, wait_for
+from tests.system.daemon_helpers import (
+    free_port,
+    http,
+    parse,
+    running_daemon,
+    running_prometheus,
+    value,
+    wait_for,
+)
 from tests.system.test_status_page import Browser, artefacts
 
 BEFORE = f"v=spf1 include:{MS_INCLUDE} -all"
@@ -213,35 +220,19 @@ def test_the_alerts_fire_in_a_real_prometheus(
 ) -> None:
     """helm/rules/relayprobe.rules.yml unchanged in Prometheus (1 s scrape and evaluation),
     scraping the daemon: a failed check fires at once, a changed record after the change only."""
-    from tests.system.test_prometheus_signals import PROMETHEUS, RULES, Prometheus
+    from tests.system.test_prometheus_signals import RULES
 
     d = posture_daemon
-    port = free_port()
-    (tmp_path / "prometheus.yml").write_text(
-        "global: {scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s}\n"
-        f"rule_files: ['{RULES}']\n"
-        "scrape_configs:\n  - job_name: mail-probes\n"
-        f"    static_configs: [{{targets: ['{d.url.removeprefix('http://')}']}}]\n"
-    )
-    cmd = [
-        PROMETHEUS,
-        f"--config.file={tmp_path / 'prometheus.yml'}",
-        f"--storage.tsdb.path={tmp_path / 'data'}",
-        f"--web.listen-address=127.0.0.1:{port}",
-    ]
-    with open(tmp_path / "prometheus.log", "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=log)
-    prom = Prometheus(f"http://127.0.0.1:{port}")
+    target = d.url.removeprefix("http://")
+    with running_prometheus(tmp_path, [target], job="mail-probes", rules=RULES) as prom:
 
-    def firing(name: str) -> set[tuple[str, str]]:
-        return {
-            (a["labels"]["domain"], a["labels"].get("check") or a["labels"].get("record"))
-            for a in prom.alerts()
-            if a["labels"]["alertname"] == name and a["state"] == "firing"
-        }
+        def firing(name: str) -> set[tuple[str, str]]:
+            return {
+                (a["labels"]["domain"], a["labels"].get("check") or a["labels"].get("record"))
+                for a in prom.alerts()
+                if a["labels"]["alertname"] == name and a["state"] == "firing"
+            }
 
-    try:
-        wait_for("Prometheus /-/ready", lambda: proc.poll() is None and prom.ready(), 30)
         # change.test publishes no DKIM selector and no MX (critical, warning); good.test is fine.
         expected = {
             ("change.test", "dkim:selector1"),
@@ -264,6 +255,3 @@ def test_the_alerts_fire_in_a_real_prometheus(
             a for a in prom.alerts() if a["labels"]["alertname"] == "RelayProbeDnsRecordChanged"
         )
         assert info["labels"]["severity"] == "info"
-    finally:
-        proc.terminate()
-        proc.wait(15)

@@ -25,13 +25,9 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import subprocess
 import time
-import urllib.error
-import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -39,14 +35,21 @@ from typing import Any
 import pytest
 
 from tests.system import daemon_helpers
-from tests.system.daemon_helpers import Daemon, free_port, http, running_daemon, stop, wait_for
+from tests.system.daemon_helpers import (
+    Daemon,
+    Prometheus,
+    free_port,
+    running_daemon,
+    running_prometheus,
+    stop,
+    wait_for,
+)
 from tests.system.probe_configs import target_dict
 from tests.system.test_dashboard import as_prometheus_sees_it, query_of
 from tests.system.test_dashboard import queries as dashboard_queries
 
 pytestmark = pytest.mark.testbed
 
-PROMETHEUS = "/usr/bin/prometheus"
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "helm" / "rules" / "relayprobe.rules.yml"
 JOB = "mail-probes"  # no "relayprobe" in it: no rule may depend on the job name
@@ -107,76 +110,13 @@ def config_doc(tb: Any, instance: str) -> dict[str, Any]:
     }
 
 
-class Prometheus:
-    def __init__(self, url: str) -> None:
-        self.url = url
-
-    def get(self, path: str, **params: str) -> Any:
-        query = urllib.parse.urlencode(params)
-        status, body, _ = http(f"{self.url}{path}?{query}", timeout=5)
-        assert status == 200, body
-        answer = json.loads(body)
-        assert answer["status"] == "success", answer
-        return answer["data"]
-
-    def query(self, promql: str, at: float | None = None) -> dict[str, float]:
-        """An instant query's samples as {target: value}."""
-        params = {"query": promql} if at is None else {"query": promql, "time": f"{at:.3f}"}
-        return {
-            r["metric"].get("target", ""): float(r["value"][1])
-            for r in self.get("/api/v1/query", **params)["result"]
-        }
-
-    def query_range(self, promql: str, start: float, end: float, step: float) -> dict[str, dict]:
-        data = self.get(
-            "/api/v1/query_range",
-            query=promql,
-            start=f"{start:.3f}",
-            end=f"{end:.3f}",
-            step=str(step),
-        )
-        return {
-            r["metric"].get("target", ""): {float(t): float(v) for t, v in r["values"]}
-            for r in data["result"]
-        }
-
-    def scraped(self) -> bool:
-        targets = self.get("/api/v1/targets", state="active")["activeTargets"]
-        return bool(targets) and all(not t["lastScrape"].startswith("0001-") for t in targets)
-
-    def alerts(self) -> list[dict[str, Any]]:
-        return self.get("/api/v1/alerts")["alerts"]
-
-    def ready(self) -> bool:
-        try:
-            return http(f"{self.url}/-/ready", timeout=2)[0] == 200
-        except (urllib.error.URLError, OSError):
-            return False
-
-
 @pytest.fixture(scope="module")
 def stack(testbed, tmp_path_factory) -> Iterator[tuple[Daemon, Prometheus]]:
     """Prometheus first, scraping the daemon's address before it listens, so that it sees every
     counter at 0: "rejected" (the last target) runs first about 2.4 s after the daemon starts."""
     tmp = tmp_path_factory.mktemp("signals")
-    daemon_port, port = free_port(), free_port()
-    (tmp / "prometheus.yml").write_text(
-        "global: {scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s}\n"
-        f"rule_files: ['{RULES}']\n"
-        f"scrape_configs:\n  - job_name: {JOB}\n"
-        f"    static_configs: [{{targets: ['127.0.0.1:{daemon_port}']}}]\n"
-    )
-    cmd = [
-        PROMETHEUS,
-        f"--config.file={tmp / 'prometheus.yml'}",
-        f"--storage.tsdb.path={tmp / 'data'}",
-        f"--web.listen-address=127.0.0.1:{port}",
-    ]
-    with open(tmp / "prometheus.log", "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=log)
-    prom = Prometheus(f"http://127.0.0.1:{port}")
-    try:
-        wait_for("Prometheus /-/ready", lambda: proc.poll() is None and prom.ready(), 30)
+    daemon_port = free_port()
+    with running_prometheus(tmp, [f"127.0.0.1:{daemon_port}"], job=JOB, rules=RULES) as prom:
         groups = prom.get("/api/v1/rules")["groups"]
         assert [g["name"] for g in groups] == ["relayprobe"], (tmp / "prometheus.log").read_text()
         # Target discovery reaches the scrape manager a few seconds after start-up: wait until
@@ -201,9 +141,6 @@ def stack(testbed, tmp_path_factory) -> Iterator[tuple[Daemon, Prometheus]]:
             yield daemon, prom
         finally:
             daemon_cm.__exit__(None, None, None)
-    finally:
-        proc.terminate()
-        proc.wait(15)
 
 
 @pytest.fixture(scope="module")

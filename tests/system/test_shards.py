@@ -3,14 +3,12 @@ four, and a killed shard's targets raise RelayProbeShardMissing in a real Promet
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import signal
 import subprocess
 import sys
 import time
-import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,9 +19,9 @@ from exporters.shards import assignment
 from tests.system.daemon_helpers import (
     ROOT,
     Daemon,
-    free_port,
     http,
     ready,
+    running_prometheus,
     start_daemon,
     stop,
     value,
@@ -33,7 +31,6 @@ from tests.system.probe_configs import target_dict
 
 pytestmark = [pytest.mark.testbed, pytest.mark.slow]
 
-PROMETHEUS = "/usr/bin/prometheus"
 RULES = ROOT / "helm" / "rules" / "relayprobe.rules.yml"
 SHARDS = 3
 NAMES = [f"t{i:02d}" for i in range(30)]
@@ -160,46 +157,9 @@ def test_four_shards_move_at_most_a_quarter_plus_two(shards: list[Daemon]) -> No
     assert sum(counts) == 30  # none lost, none twice
 
 
-class Prometheus:
-    def __init__(self, url: str) -> None:
-        self.url = url
-
-    def get(self, path: str, **params: str) -> Any:
-        status, body, _ = http(f"{self.url}{path}?{urllib.parse.urlencode(params)}", timeout=5)
-        assert status == 200, body
-        return json.loads(body)["data"]
-
-    def shard_alerts(self) -> dict[str, tuple[str, str]]:
-        """RelayProbeShardMissing alerts (pending or firing) as {target: (shard, state)}."""
-        return {
-            a["labels"]["target"]: (a["labels"]["shard"], a["state"])
-            for a in self.get("/api/v1/alerts")["alerts"]
-            if a["labels"]["alertname"] == "RelayProbeShardMissing"
-        }
-
-    def alert_names(self) -> set[str]:
-        return {a["labels"]["alertname"] for a in self.get("/api/v1/alerts")["alerts"]}
-
-
 def test_a_killed_shards_targets_raise_shard_missing(shards: list[Daemon], tmp_path: Path) -> None:
-    port = free_port()
     addresses = [d.url.removeprefix("http://") for d in shards]
-    (tmp_path / "prometheus.yml").write_text(
-        "global: {scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s}\n"
-        f"rule_files: ['{RULES}']\n"
-        "scrape_configs:\n  - job_name: mail-probes\n"
-        f"    static_configs: [{{targets: {json.dumps(addresses)}}}]\n"
-    )
-    cmd = [
-        PROMETHEUS,
-        f"--config.file={tmp_path / 'prometheus.yml'}",
-        f"--storage.tsdb.path={tmp_path / 'data'}",
-        f"--web.listen-address=127.0.0.1:{port}",
-    ]
-    with open(tmp_path / "prometheus.log", "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=log)
-    prom = Prometheus(f"http://127.0.0.1:{port}")
-    try:
+    with running_prometheus(tmp_path, addresses, job="mail-probes", rules=RULES) as prom:
 
         def scraped_all() -> bool:
             try:
@@ -226,6 +186,3 @@ def test_a_killed_shards_targets_raise_shard_missing(shards: list[Daemon], tmp_p
         # targets only, labelled with their shard; ExporterDown leaves the shard to it.
         assert {shard for shard, _ in got.values()} == {str(killed)}
         assert "RelayProbeExporterDown" not in prom.alert_names()
-    finally:
-        proc.terminate()
-        proc.wait(15)

@@ -24,19 +24,20 @@ PROBE_LAYERS = {
     "probe.result": set(),
     "probe.config": set(),
     "probe.tag": set(),
+    "probe.arrivals": {"probe.tag"},
     "probe.tls": set(),
     "probe.failure": {"probe.result"},
     "probe.message": {"probe.tag"},
     "probe.m365": {"probe.config", "probe.failure", "probe.result"},
     "probe.verdict": {"probe.config", "probe.result"},
     "probe.smtp": {"probe.config", "probe.failure", "probe.m365", "probe.result", "probe.tls"},
-    "probe.imap": {
-        *("probe.config", "probe.failure", "probe.m365", "probe.result", "probe.tag", "probe.tls")
-    },
+    # Both mailbox watches: the same parts, so either can stand behind probe.roundtrip.Watch.
+    **dict.fromkeys(
+        ("probe.imap", "probe.graph"),
+        {"probe.arrivals", "probe.config", "probe.failure", "probe.m365", "probe.result"}
+        | {"probe.tag", "probe.tls"},
+    ),
     "probe.posture": {"probe.config", "probe.result", "probe.tls", "probe.verdict"},
-    "probe.graph": {
-        *("probe.config", "probe.failure", "probe.m365", "probe.result", "probe.tag", "probe.tls")
-    },
 }
 PROBE_LAYERS["probe.roundtrip"] = set(PROBE_LAYERS)
 
