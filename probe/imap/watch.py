@@ -156,7 +156,9 @@ class MailboxWatch:
                     Reason.IMAP_FAILED,
                     None,
                     f"IMAP login to {self.cfg.host}:{self.cfg.port} did not finish within "
-                    f"mailbox.timeout ({self.cfg.timeout:g} s)",
+                    f"mailbox.timeout ({self.cfg.timeout:g} s); nothing was sent",
+                    remedy="the IMAP server answered too slowly or this process holds the "
+                    "mailbox's connection limit; tried again at the next run",
                 )
             await asyncio.sleep(0.02)  # a login takes tens of milliseconds at the least
 
